@@ -1,0 +1,273 @@
+"""The HTTP face of the local Bedrock: Bedrock's REST routes (`bedrock` and `bedrock-runtime` on
+one port) plus its own control endpoint, /local-bedrock-api/, for faults and resets."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+import structlog
+from aiobotocore.session import get_session
+from aiohttp import web
+from botocore.config import Config
+from pydantic import ValidationError
+
+from infra.local_bedrock import catalogue, protocol
+from infra.local_bedrock.batch import BatchRunner
+from infra.local_bedrock.errors import BedrockError, conflict, not_found, throttled, validation
+from infra.local_bedrock.events import EventPublisher
+from infra.local_bedrock.faults import FaultRegistry, FaultSpec
+from infra.local_bedrock.inference import Engines, invoke_many
+from infra.local_bedrock.jobs import TERMINAL, JobStore
+from infra.local_bedrock.settings import Settings
+
+log = structlog.get_logger("local_bedrock.app")
+
+SERVICE: web.AppKey["LocalBedrock"] = web.AppKey("service")
+
+class LocalBedrock:
+    """The service's state and operations; the routes below only translate HTTP to and from it."""
+
+    def __init__(self, settings: Settings, *, s3: Any, events: Any) -> None:
+        self.settings = settings
+        self.faults = FaultRegistry()
+        self.jobs = JobStore(region=settings.region, account_id=settings.account_id,
+                             max_active_per_model=settings.limits.max_active_jobs_per_model)
+        self.engines = Engines(settings)
+        self.executor = ThreadPoolExecutor(max_workers=settings.running_jobs, thread_name_prefix="engine")
+        publisher = EventPublisher(events, bus=settings.event_bus, account_id=settings.account_id,
+                                   region=settings.region)
+        self.runner = BatchRunner(settings, engines=self.engines, s3=s3, events=publisher, executor=self.executor)
+
+    # --- control plane: batch jobs -------------------------------------------------------------
+    async def create_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        existing = self.jobs.by_token(params.get("clientRequestToken"))
+        if existing is not None:
+            # Idempotency: the same token always answers with the job it first created.
+            return {"jobArn": existing.job_arn}
+        model = _model(params["modelId"])
+        if self.faults.take_throttle(model.model_id, params["jobName"]):
+            raise throttled("Too many requests, please wait before trying again. (injected fault)")
+        job = self.jobs.create(params=params, model=model,
+                               faults=self.faults.for_new_job(model_id=model.model_id, job_name=params["jobName"]))
+        log.info("job_created", job_id=job.job_id, job_name=job.job_name, model_id=model.model_id)
+        await self.runner.start(job)
+        return {"jobArn": job.job_arn}
+
+    async def get_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.jobs.get(params["jobIdentifier"]).describe(self.settings.delays.seconds_per_hour)
+
+    async def list_jobs(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        page, token = self.jobs.list(params)
+        body: dict[str, Any] = {"invocationJobSummaries": [j.describe(self.settings.delays.seconds_per_hour) for j in page]}
+        if token:
+            body["nextToken"] = token
+        return body
+
+    async def stop_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.get(params["jobIdentifier"])
+        if job.status in TERMINAL or job.status == "Stopping":
+            raise conflict(f"The job {job.job_arn} is {job.status} and cannot be stopped.")
+        await self.runner.stop(job)
+        return {}
+
+    # --- control plane: models -------------------------------------------------------------------
+    async def list_models(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        models = [m for m in catalogue.MODELS if _model_matches(m, params)]
+        return {"modelSummaries": [_model_summary(m, self.settings.region) for m in models]}
+
+    async def get_model(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            model = catalogue.resolve(params["modelIdentifier"])
+        except catalogue.UnknownModel:
+            raise not_found(f"The model {params['modelIdentifier']} was not found.") from None
+        return {"modelDetails": _model_summary(model, self.settings.region)}
+
+    # --- runtime ---------------------------------------------------------------------------------
+    async def invoke(self, request: web.Request, params: dict[str, Any]) -> web.Response:
+        model = _model(params["modelId"])
+        try:
+            body = orjson.loads(params.get("body") or b"")
+        except orjson.JSONDecodeError:
+            raise validation("Malformed input request: the body is not valid JSON, please reformat your input and try again.") from None
+        outcome = await self._invoke_one(model, body, converse=False)
+        return web.Response(body=orjson.dumps(outcome), content_type="application/json")
+
+    async def converse(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        model = _model(params["modelId"])
+        body = {k: v for k, v in params.items() if k in ("messages", "system", "inferenceConfig", "additionalModelRequestFields")}
+        return await self._invoke_one(model, body, converse=True)
+
+    async def _invoke_one(self, model: catalogue.FoundationModel, body: Any, *, converse: bool) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.response
+
+    # --- control endpoint ------------------------------------------------------------------------
+    async def add_fault(self, request: web.Request) -> web.Response:
+        try:
+            spec = FaultSpec.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return web.json_response({"message": f"invalid fault: {exc}"}, status=400)
+        fault = self.faults.add(spec)
+        log.info("fault_added", fault_id=fault.fault_id, spec=spec.model_dump(exclude_none=True))
+        return web.Response(body=fault.model_dump_json(), content_type="application/json", status=201)
+
+    async def list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"faults": [f.model_dump(mode="json") for f in self.faults.all()]})
+
+    async def remove_fault(self, request: web.Request) -> web.Response:
+        fault_id = request.match_info.get("fault_id")
+        if fault_id is None:
+            self.faults.clear()
+            return web.json_response({"removed": "all"})
+        if not self.faults.remove(fault_id):
+            return web.json_response({"message": f"no fault {fault_id}"}, status=404)
+        return web.json_response({"removed": fault_id})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Forget every job and fault (tests call this between cases)."""
+        await self.runner.close()
+        self.jobs.clear()
+        self.faults.clear()
+        return web.json_response({"reset": True})
+
+    async def health(self, request: web.Request) -> web.Response:
+        jobs = self.jobs.all()
+        return web.json_response({
+            "status": "ok",
+            "engine": self.settings.engine,
+            "engineMap": self.settings.engine_map,
+            "jobs": {status: sum(1 for j in jobs if j.status == status) for status in {j.status for j in jobs}},
+        })
+
+
+def _model(identifier: str) -> catalogue.FoundationModel:
+    try:
+        return catalogue.resolve(identifier)
+    except catalogue.UnknownModel:
+        raise validation(f"The provided model identifier is invalid: {identifier}. "
+                         "ListFoundationModels shows the models this service serves.") from None
+
+
+def _model_matches(model: catalogue.FoundationModel, params: dict[str, Any]) -> bool:
+    if "byProvider" in params and params["byProvider"].lower() != model.provider.lower():
+        return False
+    if "byOutputModality" in params and params["byOutputModality"] != model.output_modality:
+        return False
+    if "byCustomizationType" in params and params["byCustomizationType"] not in model.customizations:
+        return False
+    return params.get("byInferenceType", "ON_DEMAND") == "ON_DEMAND"
+
+
+def _model_summary(model: catalogue.FoundationModel, region: str) -> dict[str, Any]:
+    return {
+        "modelArn": model.arn(region),
+        "modelId": model.model_id,
+        "modelName": model.name,
+        "providerName": model.provider,
+        "inputModalities": ["TEXT"],
+        "outputModalities": [model.output_modality],
+        "responseStreamingSupported": not model.is_embedding,
+        "customizationsSupported": list(model.customizations),
+        "inferenceTypesSupported": ["ON_DEMAND"],
+        "modelLifecycle": {"status": "ACTIVE"},
+    }
+
+
+# --- routing ----------------------------------------------------------------------------------------
+def _route(service: str, operation_name: str, method: str):
+    """An aiohttp handler that parses and validates the operation's input, calls the service's
+    method of that name, and serialises the result or the error."""
+    operation = protocol.operation(service, operation_name)
+
+    async def handle(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        handler = getattr(request.app[SERVICE], method)
+        try:
+            params = protocol.parse_request(
+                operation,
+                path_params={k: unquote(v) for k, v in request.match_info.items()},
+                query=request.query,
+                headers=request.headers,
+                body=await request.read(),
+            )
+            result = await handler(request, params)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the caller as a Bedrock error
+            error = exc if isinstance(exc, BedrockError) else _internal(operation_name, exc)
+            status, headers, body = protocol.error_body(error)
+            log.info("request_rejected", operation=operation_name, code=error.code, message=error.message)
+            return web.Response(status=status, headers=headers, body=body, content_type="application/json")
+        if isinstance(result, web.Response):
+            return result
+        log.debug("request_served", operation=operation_name, ms=int((time.monotonic() - started) * 1000))
+        return web.Response(body=protocol.to_json(result), content_type="application/json")
+
+    return handle
+
+
+def _internal(operation_name: str, exc: Exception) -> BedrockError:
+    log.exception("request_failed", operation=operation_name)
+    return BedrockError("InternalServerException", f"{type(exc).__name__}: {exc}")
+
+
+def _control(method: str):
+    """A control-endpoint handler bound to the service at request time."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return await getattr(request.app[SERVICE], method)(request)
+
+    return handle
+
+
+async def _unknown_route(request: web.Request) -> web.Response:
+    error = BedrockError("UnknownOperationException", f"No operation at {request.method} {request.path}")
+    status, headers, body = protocol.error_body(error)
+    return web.Response(status=status, headers=headers, body=body, content_type="application/json")
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The aiohttp application; its clients and background tasks live as long as it does."""
+    app = web.Application(client_max_size=30 * 1024 * 1024)
+    _add_routes(app)
+    app.cleanup_ctx.append(lambda app: _lifecycle(app, settings))
+    return app
+
+
+async def _lifecycle(app: web.Application, settings: Settings):
+    session = get_session()
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, region_name=settings.region)
+    async with contextlib.AsyncExitStack() as stack:
+        s3 = await stack.enter_async_context(session.create_client("s3", config=config))
+        events = await stack.enter_async_context(session.create_client("events", config=config))
+        service = LocalBedrock(settings, s3=s3, events=events)
+        app[SERVICE] = service
+        yield
+        await service.runner.close()
+        service.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _add_routes(app: web.Application) -> None:
+    # Path parameters use `.+` because ARNs arrive percent-encoded and may decode to contain '/'.
+    add = app.router.add_route
+    add("POST", "/model-invocation-job", _route("bedrock", "CreateModelInvocationJob", "create_job"))
+    add("GET", "/model-invocation-jobs", _route("bedrock", "ListModelInvocationJobs", "list_jobs"))
+    add("POST", "/model-invocation-job/{jobIdentifier:.+}/stop", _route("bedrock", "StopModelInvocationJob", "stop_job"))
+    add("GET", "/model-invocation-job/{jobIdentifier:.+}", _route("bedrock", "GetModelInvocationJob", "get_job"))
+    add("GET", "/foundation-models", _route("bedrock", "ListFoundationModels", "list_models"))
+    add("GET", "/foundation-models/{modelIdentifier:.+}", _route("bedrock", "GetFoundationModel", "get_model"))
+    add("POST", "/model/{modelId:.+}/invoke", _route("bedrock-runtime", "InvokeModel", "invoke"))
+    add("POST", "/model/{modelId:.+}/converse", _route("bedrock-runtime", "Converse", "converse"))
+    add("POST", "/local-bedrock-api/faults", _control("add_fault"))
+    add("GET", "/local-bedrock-api/faults", _control("list_faults"))
+    add("DELETE", "/local-bedrock-api/faults", _control("remove_fault"))
+    add("DELETE", "/local-bedrock-api/faults/{fault_id}", _control("remove_fault"))
+    add("POST", "/local-bedrock-api/reset", _control("reset"))
+    add("GET", "/local-bedrock-api/health", _control("health"))
+    add("*", "/{tail:.*}", _unknown_route)

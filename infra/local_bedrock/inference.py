@@ -1,0 +1,102 @@
+"""The one code path from request bodies to model outputs, shared by InvokeModel, Converse and
+batch records, so a record in a batch job behaves exactly like the same body sent on demand."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from infra.local_bedrock import families
+from infra.local_bedrock.catalogue import FoundationModel
+from infra.local_bedrock.engines import EmbeddingEngine, TextEngine, TextRequest
+from infra.local_bedrock.engines.fast import FastEmbeddingEngine, FastTextEngine
+from infra.local_bedrock.errors import BedrockError
+from infra.local_bedrock.settings import EngineName, Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One body's result: a native response, or the error Bedrock would give for it."""
+
+    response: dict[str, Any] | None
+    error: BedrockError | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Engines:
+    """The engines by name, each loaded once, on first use (the real one takes seconds to load)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._text: dict[EngineName, TextEngine] = {}
+        self._embedding: dict[EngineName, EmbeddingEngine] = {}
+
+    def text(self, model: FoundationModel) -> TextEngine:
+        name = self._settings.engine_for(model.model_id)
+        if name not in self._text:
+            self._text[name] = FastTextEngine() if name == "fast" else _real().SmolLM2TextEngine()
+        return self._text[name]
+
+    def embedding(self, model: FoundationModel) -> EmbeddingEngine:
+        name = self._settings.engine_for(model.model_id)
+        if name not in self._embedding:
+            self._embedding[name] = FastEmbeddingEngine() if name == "fast" else _real().MiniLMEmbeddingEngine()
+        return self._embedding[name]
+
+    def preload(self, models: Sequence[FoundationModel]) -> None:
+        """Load every engine these models use now, so the first request does not pay for it."""
+        for model in models:
+            self.embedding(model) if model.is_embedding else self.text(model)
+
+
+def _real():
+    # Imported on demand: the ML packages are an optional extra and the fast engine needs none.
+    try:
+        from infra.local_bedrock.engines import real
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the real engine needs the ML extra ({exc.name} is missing): run `make install-real`"
+        ) from exc
+    return real
+
+
+def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any], converse: bool) -> list[Outcome]:
+    """Run bodies of one model as a mini-batch; blocking, so call it from a worker thread."""
+    started = time.monotonic()
+    outcomes: list[Outcome | None] = [None] * len(bodies)
+    parsed: dict[int, Any] = {}
+    for index, body in enumerate(bodies):
+        try:
+            parsed[index] = families.parse_converse(model, body) if converse else families.parse_body(model, body)
+        except BedrockError as error:
+            outcomes[index] = Outcome(None, error)
+    if model.is_embedding and not converse:
+        _embed(engines.embedding(model), parsed, outcomes)
+    else:
+        _generate(engines.text(model), model, parsed, outcomes, converse, started)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _generate(engine: TextEngine, model: FoundationModel, parsed: dict[int, Any], outcomes: list,
+              converse: bool, started: float) -> None:
+    indexes = list(parsed)
+    requests: list[TextRequest] = [families.text_request(parsed[i]) for i in indexes]
+    results = engine.generate(requests) if requests else []
+    latency_ms = int((time.monotonic() - started) * 1000)
+    for index, result in zip(indexes, results):
+        response = (families.converse_response(result, latency_ms) if converse
+                    else families.text_response(model, result))
+        outcomes[index] = Outcome(response, None, result.input_tokens, result.output_tokens)
+
+
+def _embed(engine: EmbeddingEngine, parsed: dict[int, Any], outcomes: list) -> None:
+    # One engine call per (dimensions, normalize) pair, since those are per-call arguments.
+    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for index, body in parsed.items():
+        groups[(body.dimensions, body.normalize)].append(index)
+    for (dimensions, normalize), indexes in groups.items():
+        results = engine.embed([parsed[i].inputText for i in indexes], dimensions=dimensions, normalize=normalize)
+        for index, result in zip(indexes, results):
+            outcomes[index] = Outcome(families.embedding_response(result), None, result.input_tokens, 0)
