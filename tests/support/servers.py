@@ -1,0 +1,85 @@
+"""Real server processes for integration tests: a moto server and the local Bedrock."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_until_up(server: Server, probe: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            urllib.request.urlopen(server.url + probe, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{server.name} did not answer on {server.url} within {timeout}s:\n{server.log_tail()}")
+
+
+def start_moto(log_dir: Path) -> Server:
+    """A moto server on a free loopback port."""
+    port = free_port()
+    log_path = log_dir / f"moto-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    server = Server("moto", f"http://127.0.0.1:{port}", process, log_path)
+    _wait_until_up(server, "/moto-api/", timeout=30)
+    return server
+
+
+def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str] | None = None) -> Server:
+    """The local Bedrock on a free loopback port, talking to S3 and EventBridge at `aws_endpoint`."""
+    port = free_port()
+    log_path = log_dir / f"local-bedrock-{port}.log"
+    process_env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local_bedrock", "--port", str(port)],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=process_env, cwd=ROOT,
+    )
+    server = Server("local-bedrock", f"http://127.0.0.1:{port}", process, log_path)
+    _wait_until_up(server, "/local-bedrock-api/health", timeout=60)
+    return server
