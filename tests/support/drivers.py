@@ -21,7 +21,11 @@ from tests.support.shapes import shape_mismatches
 
 # Client-side parameter validation is off so the tests reach the service's own validation, which
 # must reject on its own what botocore would have caught (other SDKs and raw HTTP skip botocore).
-_CONFIG = Config(region_name="us-east-1", retries={"max_attempts": 1, "mode": "standard"}, parameter_validation=False)
+_CONFIG = Config(region_name="us-east-1", retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False)
+
+
+# The services under test; moto's own responses are not ours to check.
+CHECKED_SERVICES = ("bedrock", "bedrock-runtime")
 
 
 class ShapeViolation(AssertionError):
@@ -51,8 +55,9 @@ class Boto3Driver:
         key = (service, endpoint_url)
         if key not in self._clients:
             client = boto3.client(service, config=_CONFIG, endpoint_url=endpoint_url)
-            client.meta.events.register(f"before-parse.{client.meta.service_model.service_id.hyphenize()}.*",
-                                        _shape_checker(service))
+            if service in CHECKED_SERVICES:
+                client.meta.events.register(f"before-parse.{client.meta.service_model.service_id.hyphenize()}.*",
+                                            _shape_checker(service))
             self._clients[key] = _SyncClient(client, None)
         return self._clients[key]
 
@@ -81,8 +86,9 @@ class AiobotocoreDriver:
         if key not in self._clients:
             context = self._session.create_client(service, config=_CONFIG, endpoint_url=endpoint_url)
             client = self.run(context.__aenter__())
-            client.meta.events.register(f"before-parse.{client.meta.service_model.service_id.hyphenize()}.*",
-                                        _async(_shape_checker(service)))
+            if service in CHECKED_SERVICES:
+                client.meta.events.register(f"before-parse.{client.meta.service_model.service_id.hyphenize()}.*",
+                                            _async(_shape_checker(service)))
             self._contexts.append(context)
             self._clients[key] = _SyncClient(client, self)
         return self._clients[key]
