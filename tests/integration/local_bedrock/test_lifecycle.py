@@ -12,7 +12,7 @@ from tests.integration.local_bedrock.conftest import TEST_LIMITS
 from tests.integration.local_bedrock.jobs_kit import (
     CLAUDE, claude_record, create_job, jsonl, put_input, read_manifest, read_output, wait_for,
 )
-from tests.support.servers import start_local_bedrock
+from infra.processes import start_local_bedrock
 
 
 # --- events ---------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Real server processes for integration tests: a moto server and the local Bedrock."""
+"""Starting the local stack's servers as child processes: a moto server and the local Bedrock.
+
+Used by the demo and by the integration tests, so both run exactly the same processes."""
 from __future__ import annotations
 
 import os
@@ -10,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -64,7 +66,8 @@ def start_moto(log_dir: Path) -> Server:
     return server
 
 
-def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str] | None = None) -> Server:
+def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str] | None = None,
+                        args: tuple[str, ...] = (), timeout: float = 60) -> Server:
     """The local Bedrock on a free loopback port, talking to S3 and EventBridge at `aws_endpoint`."""
     port = free_port()
     log_path = log_dir / f"local-bedrock-{port}.log"
@@ -77,9 +80,9 @@ def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str]
         **(env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local_bedrock", "--port", str(port)],
+        [sys.executable, "-m", "infra.local_bedrock", "--port", str(port), *args],
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=process_env, cwd=ROOT,
     )
     server = Server("local-bedrock", f"http://127.0.0.1:{port}", process, log_path)
-    _wait_until_up(server, "/local-bedrock-api/health", timeout=60)
+    _wait_until_up(server, "/local-bedrock-api/health", timeout=timeout)
     return server
