@@ -1,0 +1,61 @@
+"""notify: on every terminal outcome, an email-ready summary to SNS and an event on Quarry's bus."""
+from __future__ import annotations
+
+import structlog
+
+from shared.adapters.notifications import Notifier
+from shared.adapters.store import RunStore
+from shared.domain.runs import Run, now
+from shared.errors import PermanentError
+from shared.messages import RunFinished
+
+log = structlog.get_logger("quarry.notify")
+
+_HEADLINES = {
+    "SUCCEEDED": "succeeded",
+    "PARTIAL": "partially succeeded",
+    "FAILED": "failed",
+    "CANCELLED": "was cancelled",
+}
+
+
+async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifier) -> None:
+    run = await store.get_run(event.run_id)
+    if run is None:
+        raise PermanentError(f"no run {event.run_id}")
+    if run.notified_at is not None:
+        return  # a redelivery: the email went out already
+    subject, body = email(run, event.outcome)
+    await notifier.email(subject, body)
+    detail_type = "Quarry Run Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else "Quarry Run Failed"
+    await notifier.event(detail_type, {"run_id": run.run_id, "outcome": event.outcome, "input_uri": run.input_uri,
+                                       "result_uri": run.result_uri, "summary": run.summary, "error": run.error})
+    await store.update_run(run, notified_at=now())
+    log.info("run_notified", outcome=event.outcome)
+
+
+def email(run: Run, outcome: str) -> tuple[str, str]:
+    """Subject and plain-text body of a run's email."""
+    name = run.spec.name if run.spec and run.spec.name else run.run_id
+    summary = run.summary or {}
+    subject = f"Quarry run {name} {_HEADLINES[outcome]}"
+    lines = [f"Run {run.run_id} {_HEADLINES[outcome]}.", "", f"Input:   {run.input_uri}"]
+    if run.spec:
+        lines.append(f"Model:   {run.spec.model_id}")
+    if summary:
+        lines += [
+            f"Rows:    {summary['rows']:,} ({summary['succeeded']:,} succeeded, {summary['failed']:,} failed)",
+            f"Tokens:  {summary['input_tokens']:,} in, {summary['output_tokens']:,} out",
+            f"Cost:    {'$%.4f' % summary['estimated_cost_usd'] if summary.get('estimated_cost_usd') is not None else 'unknown'} "
+            "(estimated, batch prices)",
+            f"Jobs:    {summary['jobs']} ({summary['retried_jobs']} retried, {summary['on_demand_records']} records on demand)",
+            f"Took:    {summary['duration_s']} s",
+        ]
+    if run.result_uri:
+        lines.append(f"Results: {run.result_uri}")
+    if run.error:
+        lines += ["", f"Error: {run.error}"]
+    if summary.get("top_errors"):
+        lines += ["", "Top error reasons:"] + [f"  {count:>6,} × {reason}" for reason, count in summary["top_errors"]]
+    lines += ["", f"See progress and results with: quarry status {run.run_id} / quarry results {run.run_id}"]
+    return subject, "\n".join(lines)

@@ -1,0 +1,163 @@
+"""Runs and jobs, and the state machine every change to them goes through.
+
+A run has a kind (batch is the first; customization and evaluation reuse the same model) and owns
+jobs. Each job is one Bedrock batch job over one chunk (attempt 0) or its retry (attempt 1).
+Every change is a transition checked here and written conditionally on the old status and
+version by the store, so two workers can never both move the same item.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.spec import RunSpec
+
+RunKind = Literal["batch"]
+RunStatus = Literal["PREPARING", "RUNNING", "FINALIZING", "CANCELLING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
+JobStatus = Literal["PENDING", "SUBMITTING", "SUBMITTED", "RUNNING", "COMPLETED", "PARTIAL", "FAILED", "STOPPED",
+                    "EXPIRED", "CANCELLED"]
+
+RUN_TERMINAL: frozenset[str] = frozenset({"SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"})
+JOB_TERMINAL: frozenset[str] = frozenset({"COMPLETED", "PARTIAL", "FAILED", "STOPPED", "EXPIRED", "CANCELLED"})
+# Job statuses that hold one of the model's concurrency slots.
+JOB_HOLDS_SLOT: frozenset[str] = frozenset({"SUBMITTING", "SUBMITTED", "RUNNING"})
+
+_RUN_MOVES: dict[str, frozenset[str]] = {
+    "PREPARING": frozenset({"RUNNING", "FINALIZING", "FAILED", "CANCELLING"}),
+    "RUNNING": frozenset({"FINALIZING", "CANCELLING", "FAILED"}),
+    "FINALIZING": frozenset({"RUNNING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"}),
+    "CANCELLING": frozenset({"FINALIZING", "CANCELLED", "FAILED"}),
+}
+_JOB_MOVES: dict[str, frozenset[str]] = {
+    "PENDING": frozenset({"SUBMITTING", "CANCELLED"}),
+    "SUBMITTING": frozenset({"SUBMITTED", "RUNNING", "FAILED", "CANCELLED"} | JOB_TERMINAL),
+    "SUBMITTED": frozenset({"RUNNING"} | JOB_TERMINAL),
+    "RUNNING": JOB_TERMINAL,
+}
+
+# Bedrock's job statuses, as Quarry's job statuses.
+FROM_BEDROCK: dict[str, JobStatus] = {
+    "Submitted": "SUBMITTED", "Validating": "SUBMITTED", "Scheduled": "SUBMITTED",
+    "InProgress": "RUNNING", "Stopping": "RUNNING",
+    "Completed": "COMPLETED", "PartiallyCompleted": "PARTIAL", "Failed": "FAILED",
+    "Stopped": "STOPPED", "Expired": "EXPIRED",
+}
+
+_JOB_NAME = re.compile(r"^quarry-(?P<run_id>[0-9a-f]{32})-(?P<index>\d{5})-(?P<attempt>\d)$")
+
+
+class IllegalTransition(ValueError):
+    """A move the state machine does not allow (a bug, or a stale message)."""
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def check_run_move(current: str, target: str) -> None:
+    if target not in _RUN_MOVES.get(current, frozenset()):
+        raise IllegalTransition(f"run cannot move from {current} to {target}")
+
+
+def check_job_move(current: str, target: str) -> None:
+    if target not in _JOB_MOVES.get(current, frozenset()):
+        raise IllegalTransition(f"job cannot move from {current} to {target}")
+
+
+def job_key(index: int, attempt: int) -> str:
+    return f"{index:05d}-{attempt}"
+
+
+def job_name(run_id: str, key: str) -> str:
+    """The Bedrock job name: it names the run and job, so an event finds its job without a lookup."""
+    return f"quarry-{run_id}-{key}"
+
+
+def parse_job_name(name: str) -> tuple[str, str] | None:
+    """(run_id, job_key) of a Quarry job name; None for a job Quarry did not start."""
+    match = _JOB_NAME.match(name)
+    if match is None:
+        return None
+    return match["run_id"], job_key(int(match["index"]), int(match["attempt"]))
+
+
+class Job(BaseModel):
+    """One Bedrock batch job of a run."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    job_key: str
+    index: int
+    attempt: int = 0
+    status: JobStatus = "PENDING"
+    version: int = 0
+    model_id: str
+    chunk_uri: str
+    output_uri: str
+    records: int
+    bytes: int
+    first_row: int
+    end_row: int
+    bedrock_arn: str | None = None
+    bedrock_status: str | None = None
+    message: str | None = None
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    created_at: dt.datetime = Field(default_factory=now)
+    updated_at: dt.datetime = Field(default_factory=now)
+
+    @property
+    def name(self) -> str:
+        return job_name(self.run_id, self.job_key)
+
+    @property
+    def client_token(self) -> str:
+        # Deterministic: a crash or redelivery re-sends the same token, and Bedrock answers with
+        # the job it already made instead of billing a second one.
+        return self.name
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+
+class Run(BaseModel):
+    """One run: an input, a spec, its jobs' progress and, at the end, its results."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    kind: RunKind = "batch"
+    status: RunStatus = "PREPARING"
+    version: int = 0
+    spec: RunSpec | None  # None when the spec itself was invalid (the run fails at once)
+    input_uri: str
+    origin: str
+    source_key: str
+    created_at: dt.datetime = Field(default_factory=now)
+    updated_at: dt.datetime = Field(default_factory=now)
+    total_rows: int | None = None
+    jobs_total: int = 0
+    on_demand: bool = False
+    result_uri: str | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    notified_at: dt.datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in RUN_TERMINAL
+
+
+def outcome_of(rows: int, failed: int, cancelled: bool) -> Literal["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]:
+    """A finished run's outcome from its row counts."""
+    if cancelled:
+        return "CANCELLED"
+    if failed == 0:
+        return "SUCCEEDED"
+    return "FAILED" if failed >= rows else "PARTIAL"

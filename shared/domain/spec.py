@@ -1,0 +1,105 @@
+"""The run spec: what a run does with its rows. Profiles define it once; a sidecar file, an event
+or the CLI may override fields. Every source is validated against the same pydantic model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.domain.bodies import InferenceParams, family_of
+from shared.errors import InvalidRunSpec
+
+OutputFormat = Literal["csv", "jsonl", "parquet"]
+
+
+class RunSpec(BaseModel):
+    """A complete, validated spec."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_id: str = Field(min_length=1)
+    # A jinja2 template over the row's columns; None means the input has a `modelInput` column.
+    template: str | None = None
+    system: str | None = None
+    params: InferenceParams = Field(default_factory=InferenceParams)
+    invocation: Literal["InvokeModel", "Converse"] = "InvokeModel"
+    output_format: OutputFormat = "jsonl"
+    recipients: list[str] = Field(default_factory=list)
+    name: str | None = Field(None, max_length=100)
+
+    @field_validator("model_id")
+    @classmethod
+    def _known_family(cls, model_id: str) -> str:
+        family_of(model_id)  # raises with the supported families listed
+        return model_id
+
+    @field_validator("recipients")
+    @classmethod
+    def _emails(cls, recipients: list[str]) -> list[str]:
+        bad = [r for r in recipients if "@" not in r or " " in r.strip()]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(bad)}")
+        return recipients
+
+
+class SpecOverrides(BaseModel):
+    """Any subset of RunSpec's fields, as a sidecar, an event or CLI flags give them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_id: str | None = None
+    template: str | None = None
+    system: str | None = None
+    params: dict[str, Any] | None = None
+    invocation: Literal["InvokeModel", "Converse"] | None = None
+    output_format: OutputFormat | None = None
+    recipients: list[str] | None = None
+    name: str | None = None
+
+
+def resolve_spec(profile: dict[str, Any] | None, *overrides: SpecOverrides, where: str) -> RunSpec:
+    """The profile with each override applied in turn, validated; InvalidRunSpec says what and where."""
+    merged: dict[str, Any] = dict(profile or {})
+    for override in overrides:
+        for key, value in override.model_dump(exclude_none=True).items():
+            merged[key] = {**merged.get("params", {}), **value} if key == "params" else value
+    try:
+        return RunSpec.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise InvalidRunSpec(f"invalid run spec from {where}: {problems}") from None
+
+
+class Profiles:
+    """Named specs from the profiles file (YAML): `profiles: {name: {model_id: ..., ...}}`."""
+
+    def __init__(self, profiles: dict[str, dict[str, Any]], *, source: str) -> None:
+        self._profiles = profiles
+        self._source = source
+        for name, profile in profiles.items():
+            resolve_spec(profile, where=f"profile {name!r} in {source}")
+
+    @classmethod
+    def load(cls, path: Path) -> "Profiles":
+        if not path.exists():
+            return cls({}, source=str(path))
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidRunSpec(f"{path} is not valid YAML: {exc}") from None
+        profiles = data.get("profiles", {}) if isinstance(data, dict) else None
+        if not isinstance(profiles, dict):
+            raise InvalidRunSpec(f"{path} must hold a mapping `profiles: {{name: spec}}`")
+        return cls(profiles, source=str(path))
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            return self._profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self._profiles)) or "none"
+            raise InvalidRunSpec(f"unknown profile {name!r}; profiles in {self._source}: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._profiles)
