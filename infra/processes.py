@@ -1,6 +1,7 @@
-"""Starting the local stack's servers as child processes: a moto server and the local Bedrock.
+"""Starting the local stack's servers as processes: moto, the local Bedrock, the mail sink, workers.
 
-Used by the demo and by the integration tests, so both run exactly the same processes."""
+Used by `quarry local up`, the demo and the integration tests, so all run exactly the same
+processes. A detached process outlives the command that started it (the stack keeps its pid)."""
 from __future__ import annotations
 
 import os
@@ -39,7 +40,15 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_until_up(server: Server, probe: str, timeout: float) -> None:
+def spawn(argv: list[str], *, log_path: Path, env: dict[str, str] | None = None, detach: bool = False) -> subprocess.Popen:
+    """Start a process with its output in `log_path`; detached, it survives this one."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(argv, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=detach)
+
+
+def wait_until_up(server: Server, probe: str, timeout: float) -> None:
+    """Return once `probe` answers; raise with the log's tail if the process dies or never answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -53,36 +62,32 @@ def _wait_until_up(server: Server, probe: str, timeout: float) -> None:
     raise RuntimeError(f"{server.name} did not answer on {server.url} within {timeout}s:\n{server.log_tail()}")
 
 
-def start_moto(log_dir: Path) -> Server:
-    """A moto server on a free loopback port."""
-    port = free_port()
+def start_moto(log_dir: Path, *, port: int | None = None, detach: bool = False) -> Server:
+    """A moto server on loopback (a free port unless given)."""
+    port = port or free_port()
     log_path = log_dir / f"moto-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-    )
+    process = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    log_path=log_path, detach=detach)
     server = Server("moto", f"http://127.0.0.1:{port}", process, log_path)
-    _wait_until_up(server, "/moto-api/", timeout=30)
+    wait_until_up(server, "/moto-api/", timeout=30)
     return server
 
 
 def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str] | None = None,
-                        args: tuple[str, ...] = (), timeout: float = 60) -> Server:
-    """The local Bedrock on a free loopback port, talking to S3 and EventBridge at `aws_endpoint`."""
-    port = free_port()
+                        args: tuple[str, ...] = (), timeout: float = 60, port: int | None = None,
+                        detach: bool = False) -> Server:
+    """The local Bedrock on loopback, talking to S3 and EventBridge at `aws_endpoint`."""
+    port = port or free_port()
     log_path = log_dir / f"local-bedrock-{port}.log"
     process_env = {
-        **os.environ,
         "AWS_ENDPOINT_URL": aws_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local_bedrock", "--port", str(port), *args],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=process_env, cwd=ROOT,
-    )
+    process = spawn([sys.executable, "-m", "infra.local_bedrock", "--port", str(port), *args],
+                    log_path=log_path, env=process_env, detach=detach)
     server = Server("local-bedrock", f"http://127.0.0.1:{port}", process, log_path)
-    _wait_until_up(server, "/local-bedrock-api/health", timeout=timeout)
+    wait_until_up(server, "/local-bedrock-api/health", timeout=timeout)
     return server

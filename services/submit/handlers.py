@@ -61,10 +61,11 @@ async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, que
     run = await store.get_run(cmd.run_id)
     if run is None:
         raise PermanentError(f"no run {cmd.run_id}")
-    if run.terminal:
+    if run.terminal or run.status == "FINALIZING":
+        log.info("cancel_too_late", status=run.status)  # its results are being written already
         return
     if run.status != "CANCELLING":
-        run = await store.move_run(run, "CANCELLING")
+        run = await store.move_run(run, "CANCELLING", cancel_requested=True)
     for job in await store.list_jobs(run.run_id):
         if job.status == "PENDING":
             await store.move_job(job, "CANCELLED", message="cancelled before submission")

@@ -148,6 +148,7 @@ class Run(BaseModel):
     summary: dict[str, Any] | None = None
     error: str | None = None
     notified_at: dt.datetime | None = None
+    cancel_requested: bool = False
 
     @property
     def terminal(self) -> bool:

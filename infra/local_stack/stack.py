@@ -1,0 +1,176 @@
+"""The local stack: moto, the local Bedrock, the mail sink and the five workers, in the background.
+
+`up` and `down` are idempotent. The stack keeps its pids, logs and mail under one home folder
+(.local/stack by default, QUARRY_LOCAL_HOME to move it), and its ports are settings so a test
+can run a second stack beside a developer's.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from infra.local_stack import resources
+from infra.processes import ROOT, Server, spawn, start_local_bedrock, start_moto, wait_until_up
+
+WORKERS = ("preprocess", "submit", "poll", "postprocess", "notify")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class StackConfig:
+    home: Path = field(default_factory=lambda: Path(os.environ.get("QUARRY_LOCAL_HOME", ROOT / ".local" / "stack")))
+    moto_port: int = int(os.environ.get("QUARRY_LOCAL_MOTO_PORT", "4566"))
+    bedrock_port: int = int(os.environ.get("QUARRY_LOCAL_BEDROCK_PORT", "4599"))
+    mail_http_port: int = int(os.environ.get("QUARRY_LOCAL_MAIL_HTTP_PORT", "4580"))
+    smtp_port: int = int(os.environ.get("QUARRY_LOCAL_SMTP_PORT", "4525"))
+    engine: str = "fast"
+    poll_interval_s: int = 2
+
+    @property
+    def maildir(self) -> Path:
+        return self.home / "maildir"
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+    def env(self) -> dict[str, str]:
+        """What a client of the stack needs: endpoints, credentials, Quarry's settings."""
+        return {
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.url(self.moto_port),
+            "AWS_ENDPOINT_URL_BEDROCK": self.url(self.bedrock_port),
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.url(self.bedrock_port),
+            "QUARRY_POLL_INTERVAL_S": str(self.poll_interval_s),
+            "QUARRY_PROFILES_PATH": str(ROOT / "profiles.yaml"),
+            "QUARRY_WORKDIR": str(self.home / "work"),
+            "QUARRY_LOCAL_HOME": str(self.home),
+        }
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.pids = self.config.home / "pids"
+        self.logs = self.config.home / "logs"
+
+    # --- up / down / status ----------------------------------------------------------------------------
+    def up(self, say=print) -> None:
+        """Start whatever is not running; a running stack is left as it is."""
+        c = self.config
+        self.pids.mkdir(parents=True, exist_ok=True)
+        if not self._alive("moto"):
+            say(f"starting moto server on {c.url(c.moto_port)}")
+            self._record("moto", start_moto(self.logs, port=c.moto_port, detach=True))
+        say("creating resources from infra/aws/template.yaml")
+        outputs = resources.create_all(self._clients())
+        if not self._alive("bedrock"):
+            say(f"starting the local Bedrock ({c.engine} engine) on {c.url(c.bedrock_port)}")
+            args = ("--engine", c.engine, "--preload")
+            self._record("bedrock", start_local_bedrock(self.logs, aws_endpoint=c.url(c.moto_port), args=args,
+                                                        port=c.bedrock_port, detach=True, timeout=300))
+        if not self._alive("mailsink"):
+            say(f"starting the mail sink (SNS → HTTP {c.mail_http_port} → SMTP {c.smtp_port})")
+            self._record("mailsink", self._start_mailsink())
+        self._subscribe_mail(outputs["TopicArn"])
+        for worker in WORKERS:
+            if not self._alive(worker):
+                self._start_worker(worker)
+        say(f"workers running: {', '.join(WORKERS)}")
+        (c.home / "env").write_text(self.env_lines())
+
+    def down(self, say=print) -> None:
+        """Stop every process of the stack; nothing running is fine."""
+        for name in (*WORKERS, "mailsink", "bedrock", "moto"):
+            pid = self._pid(name)
+            if pid is None:
+                continue
+            if _running(pid):
+                say(f"stopping {name} (pid {pid})")
+                _terminate(pid)
+            (self.pids / f"{name}.pid").unlink(missing_ok=True)
+
+    def status(self) -> dict[str, str]:
+        """Each component: running (pid) or stopped."""
+        return {name: (f"running (pid {self._pid(name)})" if self._alive(name) else "stopped")
+                for name in ("moto", "bedrock", "mailsink", *WORKERS)}
+
+    def env_lines(self) -> str:
+        return "".join(f"export {key}={value}\n" for key, value in self.config.env().items())
+
+    # --- internals ---------------------------------------------------------------------------------------
+    def _clients(self) -> dict:
+        os.environ.update(self.config.env())
+        config = Config(retries={"mode": "standard"})
+        return {name: boto3.client(name, config=config) for name in ("s3", "sqs", "dynamodb", "sns", "events")}
+
+    def _start_mailsink(self) -> Server:
+        c = self.config
+        log_path = self.logs / "mailsink.log"
+        process = spawn([sys.executable, "-m", "infra.local_stack.mailsink", "--http-port", str(c.mail_http_port),
+                         "--smtp-port", str(c.smtp_port), "--maildir", str(c.maildir)], log_path=log_path, detach=True)
+        server = Server("mailsink", c.url(c.mail_http_port), process, log_path)
+        wait_until_up(server, "/health", timeout=30)
+        return server
+
+    def _subscribe_mail(self, topic_arn: str) -> None:
+        sns = self._clients()["sns"]
+        endpoint = f"{self.config.url(self.config.mail_http_port)}/sns"
+        existing = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+        if not any(s["Endpoint"] == endpoint for s in existing):
+            sns.subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=endpoint)
+
+    def _start_worker(self, worker: str) -> None:
+        log_path = self.logs / f"{worker}.log"
+        process = spawn([sys.executable, "-m", f"services.{worker}.main"], log_path=log_path,
+                        env=self.config.env(), detach=True)
+        time.sleep(0.2)
+        if process.poll() is not None:
+            raise RuntimeError(f"{worker} exited at start:\n{log_path.read_text()[-2000:]}")
+        (self.pids / f"{worker}.pid").write_text(str(process.pid))
+
+    def _record(self, name: str, server: Server) -> None:
+        (self.pids / f"{name}.pid").write_text(str(server.process.pid))
+
+    def _pid(self, name: str) -> int | None:
+        path = self.pids / f"{name}.pid"
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self, name: str) -> bool:
+        pid = self._pid(name)
+        return pid is not None and _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie (exited, not reaped) is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _terminate(pid: int, timeout: float = 10) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.1)
+    if _running(pid):
+        os.kill(pid, signal.SIGKILL)
+

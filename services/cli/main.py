@@ -1,0 +1,117 @@
+"""`quarry`: submit runs, follow them, fetch results, cancel, read the local mail, run the local stack.
+
+Every command talks to the same AWS APIs the workers use, at the endpoints of the standard
+AWS_ENDPOINT_URL* variables (or the local stack's, when it is up and nothing else is set).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.errors import QuarryError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quarry", description="Bedrock batch inference at scale.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="start a run over a local file or an s3:// object")
+    submit.add_argument("input", help="CSV, TSV, JSONL or Parquet (optionally .gz), local or s3://")
+    submit.add_argument("--profile", help="a profile from profiles.yaml to start from")
+    submit.add_argument("--model", dest="model_id", help="Bedrock model id, e.g. anthropic.claude-3-haiku-20240307-v1:0")
+    submit.add_argument("--template", help='prompt template over the columns, e.g. "Summarise: {{ text }}"')
+    submit.add_argument("--system", help="system prompt")
+    submit.add_argument("--max-tokens", type=int)
+    submit.add_argument("--temperature", type=float)
+    submit.add_argument("--format", dest="output_format", choices=["csv", "jsonl", "parquet"])
+    submit.add_argument("--converse", action="store_true", help="send Converse bodies instead of native ones")
+    submit.add_argument("--name", help="a name for the run, shown in the email")
+    submit.add_argument("--follow", action="store_true", help="follow progress until the run ends")
+
+    status = commands.add_parser("status", help="recent runs, or one run's progress")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--follow", action="store_true")
+
+    results = commands.add_parser("results", help="download a run's result file")
+    results.add_argument("run_id")
+    results.add_argument("--out", type=Path, help="where to write it (default: print it)")
+
+    cancel = commands.add_parser("cancel", help="stop a run's jobs and finish it as cancelled")
+    cancel.add_argument("run_id")
+
+    mail = commands.add_parser("mail", help="the emails the local stack's SMTP sink received")
+    mail.add_argument("--last", type=int, default=5)
+
+    local = commands.add_parser("local", help="the local stack: moto, local Bedrock, mail sink, workers")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    up = local_commands.add_parser("up", help="start the stack in the background (idempotent)")
+    up.add_argument("--engine", choices=["fast", "real"], default="fast")
+    local_commands.add_parser("down", help="stop the stack (idempotent)")
+    local_commands.add_parser("status", help="which parts are running")
+    local_commands.add_parser("env", help="print the export lines that point a shell at the stack")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "local":
+            _local(args)
+            return
+        _use_local_stack_if_unset()
+        from services.cli import commands
+
+        handler = {"submit": commands.submit, "status": commands.status, "results": commands.results,
+                   "cancel": commands.cancel, "mail": commands.mail}[args.command]
+        asyncio.run(handler(args, console=console, out=out))
+    except QuarryError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _local(args: argparse.Namespace) -> None:
+    from infra.local_stack.stack import LocalStack, StackConfig
+
+    stack = LocalStack(StackConfig(engine=getattr(args, "engine", "fast")))
+    if args.local_command == "up":
+        stack.up(say=lambda line: console.print(f"[dim]·[/] {line}"))
+        console.print(f"[green]local stack up[/]. Point a shell at it with: eval \"$(quarry local env)\"")
+    elif args.local_command == "down":
+        stack.down(say=lambda line: console.print(f"[dim]·[/] {line}"))
+        console.print("local stack down")
+    elif args.local_command == "status":
+        table = Table("component", "state")
+        for name, state in stack.status().items():
+            table.add_row(name, state)
+        out.print(table)
+    else:
+        out.print(stack.env_lines(), end="")
+
+
+def _use_local_stack_if_unset() -> None:
+    """With no endpoint set and a local stack up, talk to the local stack."""
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return
+    from infra.local_stack.stack import LocalStack
+
+    stack = LocalStack()
+    if stack.status()["moto"].startswith("running"):
+        os.environ.update(stack.config.env())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Reading a run's outputs back: what failed or went missing, and every record's result by chunk.
+
+Blocking (boto3 + the data plane), run from a worker thread. Memory stays bounded by one chunk's
+results at a time: outputs are streamed line by line, one chunk after another.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from shared.adapters.objects import SyncObjects
+from shared.dataplane.assemble import AssembleSummary, RecordResult, assemble, parse_output_lines
+from shared.dataplane.prepare import record_id
+from shared.dataplane.splitter import Chunk, SplitPlan
+from shared.domain.bodies import family_of
+from shared.domain.runs import Job, Run, job_key
+from shared.settings import Settings
+
+
+def run_prefix(settings: Settings, run_id: str) -> str:
+    return f"s3://{settings.work_bucket}/runs/{run_id}"
+
+
+def ondemand_uri(settings: Settings, run_id: str, index: int) -> str:
+    return f"{run_prefix(settings, run_id)}/ondemand/chunk-{index:05d}.jsonl"
+
+
+def output_lines(job: Job, objects: SyncObjects) -> Iterator[bytes]:
+    """A job's output lines, from `{output}/{jobId}/{input file}.out`; none if it never ran."""
+    if job.bedrock_arn is None:
+        return iter(())
+    bedrock_id = job.bedrock_arn.rsplit("/", 1)[-1]
+    return objects.lines(f"{job.output_uri}{bedrock_id}/{job.chunk_uri.rsplit('/', 1)[-1]}.out")
+
+
+@dataclass
+class RetryPlan:
+    """Per chunk: a retry job over its failed records, or those records to run on demand."""
+
+    jobs: list[Job] = field(default_factory=list)
+    on_demand: dict[int, list[dict]] = field(default_factory=dict)
+
+
+def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings) -> RetryPlan:
+    """Failed and missing records of each chunk not retried yet: a new job if enough, else on demand."""
+    plan = RetryPlan()
+    by_chunk: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_chunk.setdefault(job.index, []).append(job)
+    family = family_of(run.spec.model_id)
+    converse = run.spec.invocation == "Converse"
+    for index, chunk_jobs in sorted(by_chunk.items()):
+        first = next(j for j in chunk_jobs if j.attempt == 0)
+        if len(chunk_jobs) > 1 or first.status == "CANCELLED" or objects.size(ondemand_uri(settings, run.run_id, index)):
+            continue  # retried once already
+        if first.status == "COMPLETED" and first.failed == 0 and first.processed == first.records:
+            continue
+        done = {rid for rid, result in parse_output_lines(output_lines(first, objects), family, converse).items()
+                if result.error is None}
+        wanted = {record_id(row) for row in range(first.first_row, first.end_row)} - done
+        if not wanted:
+            continue
+        records = [record for record in _records(first, objects) if record["recordId"] in wanted]
+        if len(records) >= settings.min_records_per_job:
+            plan.jobs.append(_retry_job(first, records, objects=objects))
+        else:
+            plan.on_demand[index] = records
+    return plan
+
+
+def _records(job: Job, objects: SyncObjects) -> Iterator[dict]:
+    for line in objects.lines(job.chunk_uri):
+        yield orjson.loads(line)
+
+
+def _retry_job(first: Job, records: list[dict], *, objects: SyncObjects) -> Job:
+    uri = first.chunk_uri.replace(".jsonl", "-retry.jsonl")
+    data = b"".join(orjson.dumps(record) + b"\n" for record in records)
+    objects.put(uri, data)
+    return first.model_copy(update={
+        "job_key": job_key(first.index, 1), "attempt": 1, "status": "PENDING", "version": 0, "chunk_uri": uri,
+        "records": len(records), "bytes": len(data), "bedrock_arn": None, "bedrock_status": None, "message": None,
+        "processed": 0, "succeeded": 0, "failed": 0,
+    })
+
+
+def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings) -> tuple[str, AssembleSummary]:
+    """Join every input row to its result; write the run's one result file; its URI and counts."""
+    family = family_of(run.spec.model_id)
+    converse = run.spec.invocation == "Converse"
+    fmt = run.spec.output_format
+    result_uri = f"s3://{settings.results_bucket}/runs/{run.run_id}/results.{fmt}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"collect-{run.run_id}-", dir=_ensure(settings.workdir)))
+    try:
+        rows_path = workdir / "rows.parquet"
+        with open(rows_path, "wb") as out:
+            shutil.copyfileobj(objects.open(f"{run_prefix(settings, run.run_id)}/rows.parquet"), out, 1024 * 1024)
+        by_chunk: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_chunk.setdefault(job.index, []).append(job)
+
+        def results_for_chunk(chunk: Chunk) -> dict[str, RecordResult]:
+            merged: dict[str, RecordResult] = {}
+            sources = [output_lines(job, objects) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
+            sources.append(objects.lines(ondemand_uri(settings, run.run_id, chunk.index)))
+            for lines in sources:
+                for rid, result in parse_output_lines(lines, family, converse).items():
+                    if rid not in merged or merged[rid].error is not None:
+                        merged[rid] = result
+            return merged
+
+        result_path = workdir / f"results.{fmt}"
+        with open(result_path, "wb") as out:
+            summary = assemble(rows_path, _plan(run, jobs), results_for_chunk, out_format=fmt, out_stream=out,
+                               family=family, converse=converse)
+        objects.upload_file(str(result_path), result_uri)
+        return result_uri, summary
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _plan(run: Run, jobs: list[Job]) -> SplitPlan:
+    firsts = sorted((job for job in jobs if job.attempt == 0), key=lambda job: job.index)
+    chunks = [Chunk(j.index, j.first_row, j.end_row, j.records, j.bytes, 0) for j in firsts]
+    total = run.total_rows or 0
+    return SplitPlan(chunks, run.on_demand, total, sum(j.bytes for j in firsts))
+
+
+def _ensure(path: Path) -> str:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return str(path)

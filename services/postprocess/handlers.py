@@ -1,0 +1,72 @@
+"""postprocess: once every job of a run has ended, retry what failed once, then join the results
+back to every input row and finish the run."""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import structlog
+
+from services.postprocess.collecting import RetryPlan, assemble_results, ondemand_uri, plan_retries
+from shared.adapters.bedrock import Runtime
+from shared.adapters.objects import SyncObjects
+from shared.adapters.queues import Queues
+from shared.adapters.store import RunStore
+from shared.domain.runs import Run, now, outcome_of
+from shared.domain.summary import run_summary
+from shared.messages import CollectRun, RunFinished, SubmitJob
+from shared.ondemand import invoke_records
+from shared.settings import Settings
+
+log = structlog.get_logger("quarry.postprocess")
+
+
+async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objects: SyncObjects, runtime: Runtime,
+                      settings: Settings) -> None:
+    run = await store.get_run(cmd.run_id)
+    if run is None or run.terminal or run.status == "PREPARING":
+        return
+    jobs = await store.list_jobs(run.run_id)
+    if any(not job.terminal for job in jobs):
+        return  # the last job to end sends the CollectRun that finishes the run
+    if run.status == "RUNNING":
+        plan = await asyncio.to_thread(plan_retries, run, jobs, objects=objects, settings=settings)
+        if await _retry(run, plan, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings):
+            return
+    if run.status in ("RUNNING", "CANCELLING"):
+        run = await store.move_run(run, "FINALIZING")
+    await _finish(run, await store.list_jobs(run.run_id), store=store, queues=queues, objects=objects, settings=settings)
+
+
+async def _retry(run: Run, plan: RetryPlan, *, store: RunStore, queues: Queues, objects: SyncObjects,
+                 runtime: Runtime, settings: Settings) -> bool:
+    """Start the retries; True if the run must wait for retry jobs."""
+    for index, records in plan.on_demand.items():
+        lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
+                                     concurrency=settings.on_demand_concurrency)
+        await asyncio.to_thread(objects.put, ondemand_uri(settings, run.run_id, index), b"".join(lines))
+        log.info("records_retried_on_demand", chunk=index, records=len(records))
+    if not plan.jobs:
+        return False
+    await store.put_new_jobs(plan.jobs)
+    for job in plan.jobs:
+        await queues.send("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key))
+    log.info("retry_jobs_started", jobs=len(plan.jobs), records=sum(job.records for job in plan.jobs))
+    return True
+
+
+async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, objects: SyncObjects,
+                  settings: Settings) -> None:
+    result_uri, result = await asyncio.to_thread(assemble_results, run, jobs, objects=objects, settings=settings)
+    summary = run_summary(
+        model_id=run.spec.model_id, rows=result.rows, succeeded=result.succeeded, failed=result.failed,
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens, errors=result.errors,
+        started=run.created_at, ended=now(), jobs=len(jobs), retried_jobs=sum(1 for j in jobs if j.attempt == 1),
+        on_demand_records=0 if not run.on_demand else result.rows, result_uri=result_uri,
+    )
+    outcome = outcome_of(result.rows, result.failed, run.cancel_requested)
+    await asyncio.to_thread(objects.put, result_uri.rsplit("/", 1)[0] + "/summary.json",
+                            orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    await store.move_run(run, outcome, result_uri=result_uri, summary=summary)
+    await queues.send("notify", RunFinished(run_id=run.run_id, outcome=outcome))
+    log.info("run_finished", outcome=outcome, rows=result.rows, failed=result.failed)

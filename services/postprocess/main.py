@@ -1,0 +1,21 @@
+"""postprocess worker process: `python -m services.postprocess.main`."""
+from __future__ import annotations
+
+from functools import partial
+
+from services.postprocess.handlers import collect_run
+from shared.bootstrap import Ports, by_type, run_worker
+from shared.messages import POSTPROCESS_INBOX, CollectRun
+
+
+def wire(p: Ports):
+    return by_type({CollectRun: partial(collect_run, store=p.store, queues=p.queues, objects=p.objects,
+                                        runtime=p.runtime, settings=p.settings)})
+
+
+def main() -> None:
+    run_worker("postprocess", POSTPROCESS_INBOX, wire)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""preprocess: turns a dropped file, a request event or a CLI submit into a run and its jobs."""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import structlog
+
+from services.preprocess.staging import Staged, run_prefix, stage_input
+from shared.adapters.objects import SyncObjects
+from shared.adapters.queues import Queues
+from shared.adapters.store import RunStore
+from shared.adapters.bedrock import Runtime
+from shared.domain.runs import Run
+from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
+from shared.errors import ConflictError, InvalidRunSpec, PermanentError
+from shared.messages import BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob, new_id
+from shared.ondemand import invoke_records
+from shared.settings import Settings
+
+log = structlog.get_logger("quarry.preprocess")
+
+INCOMING = "incoming/"
+SIDECAR_SUFFIX = ".spec.json"
+
+
+async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
+                         queues: Queues, runtime: Runtime, settings: Settings) -> None:
+    bucket = event.detail.bucket.name
+    key = await asyncio.to_thread(_existing_key, objects, bucket, event.detail.object.candidate_keys())
+    if key is None or not key.startswith(INCOMING) or key.endswith(SIDECAR_SUFFIX) or key.endswith("/"):
+        log.info("object_ignored", key=event.detail.object.key)
+        return
+    uri = f"s3://{bucket}/{key}"
+    # The same object version is one run, however many events S3 sends for it.
+    source_key = f"{uri}#{event.detail.object.etag or event.detail.object.size}"
+    try:
+        spec = resolve_spec(profiles.get(_profile_of(key)), await asyncio.to_thread(_sidecar, objects, uri), where=uri)
+    except InvalidRunSpec as exc:
+        await reject(uri, source_key, "s3", str(exc), store=store, queues=queues)
+        return
+    await start_run(StartRun(run_id=new_id(), input_uri=uri, spec=spec, origin="s3", source_key=source_key),
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
+
+
+async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
+                          queues: Queues, runtime: Runtime, settings: Settings) -> None:
+    request = event.detail
+    source_key = f"event:{request.request_id or event.id}"
+    try:
+        profile = profiles.get(request.profile) if request.profile else None
+        spec = resolve_spec(profile, request.spec, where=f"the Quarry Batch Requested event {event.id} from {event.source}")
+    except InvalidRunSpec as exc:
+        await reject(request.input_uri, source_key, "event", str(exc), store=store, queues=queues)
+        return
+    await start_run(StartRun(run_id=new_id(), input_uri=request.input_uri, spec=spec, origin="event",
+                             source_key=source_key),
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
+
+
+async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: SyncObjects, runtime: Runtime,
+                    settings: Settings) -> None:
+    run_id = await store.create_run(Run(run_id=cmd.run_id, spec=cmd.spec, input_uri=cmd.input_uri,
+                                        origin=cmd.origin, source_key=cmd.source_key))
+    if run_id != cmd.run_id:
+        log.info("duplicate_start_ignored", source_key=cmd.source_key, existing_run_id=run_id)
+        return
+    run = await store.get_run(run_id)
+    if run is None or run.status != "PREPARING":
+        return  # a redelivery after the run moved on
+    structlog.contextvars.bind_contextvars(run_id=run.run_id)
+    try:
+        staged = await asyncio.to_thread(stage_input, run, objects=objects, settings=settings)
+    except PermanentError as exc:
+        log.info("run_input_rejected", reason=str(exc))
+        await _fail(run, str(exc), store=store, queues=queues)
+        return
+    if staged.on_demand_records:
+        await _run_on_demand(run, staged, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
+    else:
+        await _start_jobs(run, staged, store=store, queues=queues)
+
+
+async def _start_jobs(run: Run, staged: Staged, *, store: RunStore, queues: Queues) -> None:
+    await store.put_new_jobs(staged.jobs)
+    run = await _move_unless_cancelled(run, "RUNNING", store=store, total_rows=staged.total_rows,
+                                       jobs_total=len(staged.jobs))
+    for job in staged.jobs:
+        await queues.send("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key))
+    log.info("run_started", rows=staged.total_rows, jobs=len(staged.jobs))
+
+
+async def _run_on_demand(run: Run, staged: Staged, *, store: RunStore, queues: Queues, objects: SyncObjects,
+                         runtime: Runtime, settings: Settings) -> None:
+    """Fewer rows than a job's minimum: call InvokeModel for each, as a job's output would be."""
+    records = [orjson.loads(line) for line in staged.on_demand_records]
+    lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
+                                 concurrency=settings.on_demand_concurrency)
+    await asyncio.to_thread(objects.put, f"{run_prefix(settings, run.run_id)}/ondemand/chunk-00000.jsonl", b"".join(lines))
+    await _move_unless_cancelled(run, "FINALIZING", store=store, total_rows=staged.total_rows, on_demand=True)
+    await queues.send("postprocess", CollectRun(run_id=run.run_id))
+    log.info("run_ran_on_demand", rows=staged.total_rows)
+
+
+async def _move_unless_cancelled(run: Run, status: str, *, store: RunStore, **changes) -> Run:
+    try:
+        return await store.move_run(run, status, **changes)
+    except ConflictError:
+        # Cancelled while preparing: keep CANCELLING; submit cancels the pending jobs.
+        latest = await store.get_run(run.run_id)
+        if latest is None or latest.status != "CANCELLING":
+            raise
+        return await store.update_run(latest, **changes)
+
+
+async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, store: RunStore, queues: Queues) -> None:
+    """A start that cannot be a run (bad spec, unknown profile) still becomes a failed run and an email."""
+    run_id = await store.create_run(Run(run_id=new_id(), spec=None, input_uri=input_uri, origin=origin,
+                                        source_key=source_key))
+    run = await store.get_run(run_id)
+    if run is not None and run.status == "PREPARING":
+        await _fail(run, reason, store=store, queues=queues)
+
+
+async def _fail(run: Run, reason: str, *, store: RunStore, queues: Queues) -> None:
+    await store.move_run(run, "FAILED", error=reason)
+    await queues.send("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))
+
+
+def _existing_key(objects: SyncObjects, bucket: str, candidates: list[str]) -> str | None:
+    for key in candidates:
+        if objects.size(f"s3://{bucket}/{key}") is not None:
+            return key
+    return None
+
+
+def _profile_of(key: str) -> str:
+    parts = key.split("/")
+    if len(parts) < 3 or not parts[1]:
+        raise InvalidRunSpec(f"{key} is not under incoming/<profile>/: put input files in a profile's folder, "
+                             "e.g. incoming/summarize/file.csv")
+    return parts[1]
+
+
+def _sidecar(objects: SyncObjects, uri: str) -> SpecOverrides:
+    raw = objects.read_small(uri + SIDECAR_SUFFIX)
+    if raw is None:
+        return SpecOverrides()
+    try:
+        return SpecOverrides.model_validate_json(raw)
+    except ValueError as exc:
+        raise InvalidRunSpec(f"the sidecar {uri}{SIDECAR_SUFFIX} is not a valid spec: {exc}") from None

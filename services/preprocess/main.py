@@ -1,0 +1,27 @@
+"""preprocess worker process: `python -m services.preprocess.main`."""
+from __future__ import annotations
+
+from functools import partial
+
+from services.preprocess.handlers import batch_requested, object_created, start_run
+from shared.bootstrap import Ports, by_type, run_worker
+from shared.domain.spec import Profiles
+from shared.messages import PREPROCESS_INBOX, BatchRequested, S3ObjectCreated, StartRun
+
+
+def wire(p: Ports):
+    profiles = Profiles.load(p.settings.profiles_path)
+    common = dict(store=p.store, queues=p.queues, objects=p.objects, runtime=p.runtime, settings=p.settings)
+    return by_type({
+        StartRun: partial(start_run, **common),
+        S3ObjectCreated: partial(object_created, profiles=profiles, **common),
+        BatchRequested: partial(batch_requested, profiles=profiles, **common),
+    })
+
+
+def main() -> None:
+    run_worker("preprocess", PREPROCESS_INBOX, wire)
+
+
+if __name__ == "__main__":
+    main()
