@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real bedrock demo clean
+.PHONY: install install-real test test-real bedrock demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,19 @@ test: install
 test-real: install-real
 	$(PY) -m pytest -q tests/real
 
-# A real batch job end to end: moto + the local Bedrock with SmolLM2, the DialogSum sample.
+# A real run end to end: the local stack with SmolLM2, DialogSum conversations dropped into S3.
 demo: install-real
 	$(PY) -m infra.demo
 
 # The local Bedrock on its own, against S3/EventBridge at AWS_ENDPOINT_URL (a moto server).
 bedrock: install
 	$(VENV)/bin/local-bedrock
+
+# The data-plane benchmark: prepare and assemble at 220k and 2.2M rows (BENCH_ROWS=220000 for a quick
+# run). Input is generated once into benchmarks/.data; pandas (for the generator) is the bench extra.
+bench: install
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) benchmarks/bench_dataplane.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

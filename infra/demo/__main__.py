@@ -1,154 +1,110 @@
-"""`make demo`: a real batch inference job, end to end, on this machine alone.
+"""`make demo`: a real batch run through Quarry, end to end, on this machine alone.
 
-Starts a moto server and the local Bedrock with the real engine (SmolLM2-135M-Instruct behind the
-Claude model id), uploads the DialogSum sample shipped beside this file as a Bedrock batch input,
-runs a model invocation job through boto3 exactly as on AWS, follows its progress, and prints the
-job's EventBridge events, its manifest and the first summaries next to the human ones.
+Brings the local stack up with the real engine (SmolLM2-135M-Instruct behind the Claude model
+id), drops DialogSum conversations shipped beside this file into the inputs bucket under
+incoming/summarize/, follows the run through the five workers, then prints the email that
+arrived and the first summaries beside the human ones. The stack stays up afterwards
+(`quarry local down` stops it).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import csv
+import io
 import json
 import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import boto3
-from botocore.config import Config
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infra.processes import Server, start_local_bedrock, start_moto
+from infra.local_stack.mailsink import read_mail
+from infra.local_stack.stack import LocalStack, StackConfig
+from shared.adapters.aws import async_clients
+from shared.adapters.store import RunStore
+from shared.settings import Settings
 
 SAMPLE = Path(__file__).with_name("dialogsum_sample.jsonl")
-MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
-ROLE = "arn:aws:iam::123456789012:role/QuarryBedrockBatch"
-TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 console = Console()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200, help="conversations to summarise (100..300)")
+    parser.add_argument("--rows", type=int, default=200, help="conversations to summarise (1..300)")
     parser.add_argument("--engine", choices=["real", "fast"], default="real")
-    parser.add_argument("--max-tokens", type=int, default=60)
     args = parser.parse_args()
-    if not 100 <= args.rows <= 300:
-        parser.error("--rows must be between 100 (Bedrock's minimum per job) and 300 (the shipped sample)")
-    logs = Path(tempfile.mkdtemp(prefix="quarry-demo-"))
-    console.print(f"[bold]Quarry demo[/]: starting moto and the local Bedrock ({args.engine} engine); logs in {logs}")
-    moto = start_moto(logs)
-    bedrock = None
-    try:
-        bedrock = start_local_bedrock(logs, aws_endpoint=moto.url, args=("--engine", args.engine, "--preload"),
-                                      timeout=300)
-        _run(moto, bedrock, args)
-    finally:
-        for server in (bedrock, moto):
-            if server is not None:
-                server.stop()
+    if not 1 <= args.rows <= 300:
+        parser.error("--rows must be between 1 and 300 (the shipped sample)")
+    # The real engine batches 32 records on the model; a light repetition penalty keeps the
+    # 135M model from looping on long dialogues.
+    os.environ.setdefault("LOCAL_BEDROCK_BATCH_SIZE", "32" if args.engine == "real" else "16")
+    os.environ.setdefault("LOCAL_BEDROCK_REAL_REPETITION_PENALTY", "1.1")
+    stack = LocalStack(StackConfig(engine=args.engine))
+    console.print(f"[bold]Quarry demo[/]: bringing the local stack up ({args.engine} engine; the first start loads the model)")
+    stack.up(say=lambda line: console.print(f"  [dim]·[/] {line}"))
+    os.environ.update(stack.config.env())
+
+    key = f"incoming/summarize/dialogsum-demo-{int(time.time())}.jsonl"
+    lines = SAMPLE.read_text().splitlines()[: args.rows]
+    boto3.client("s3").put_object(Bucket=Settings().inputs_bucket, Key=key, Body="\n".join(lines).encode())
+    input_uri = f"s3://{Settings().inputs_bucket}/{key}"
+    console.print(f"Dropped {len(lines)} conversations into {input_uri}")
+
+    run = asyncio.run(_follow(input_uri))
+    console.print(f"Run {run.run_id} ended [bold]{run.status}[/]")
+    _show_mail(stack, run.run_id)
+    _show_results(run.result_uri, lines)
+    console.print("\nThe stack is still up: `quarry status`, `quarry mail`, `quarry local down` (all under .venv/bin).")
 
 
-def _clients(moto: Server, bedrock: Server) -> dict:
-    os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=moto.url, AWS_ENDPOINT_URL_BEDROCK=bedrock.url,
-                      AWS_ENDPOINT_URL_BEDROCK_RUNTIME=bedrock.url)
-    config = Config(retries={"mode": "standard"})
-    # Only the endpoint variables above differ from AWS: this is the code that would run there.
-    return {name: boto3.client(name, config=config) for name in ("s3", "sqs", "events", "bedrock")}
+async def _follow(input_uri: str):
+    settings = Settings()
+    async with async_clients(settings, "dynamodb") as aws:
+        store = RunStore(aws["dynamodb"], settings.table)
+        run, shown = None, ""
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            run = next((r for r in await store.list_runs(limit=20) if r.input_uri == input_uri), None)
+            if run is not None:
+                jobs = await store.list_jobs(run.run_id)
+                done = sum(job.processed for job in jobs if job.attempt == 0)
+                states = ", ".join(f"{job.job_key} {job.bedrock_status or job.status}" for job in jobs) or "-"
+                line = f"  {run.status:<10} {done:>4}/{run.total_rows or '?'} records   jobs: {states}"
+                if line != shown:
+                    console.print(line)
+                    shown = line
+                if run.terminal and run.notified_at:
+                    return run
+            await asyncio.sleep(1)
+    raise SystemExit(f"the run did not finish in 15 minutes; see the logs under {StackConfig().home / 'logs'}")
 
 
-def _run(moto: Server, bedrock: Server, args: argparse.Namespace) -> None:
-    aws = _clients(moto, bedrock)
-    suffix = uuid.uuid4().hex[:8]
-    inputs, outputs = f"quarry-demo-in-{suffix}", f"quarry-demo-out-{suffix}"
-    for bucket in (inputs, outputs):
-        aws["s3"].create_bucket(Bucket=bucket)
-    queue_url = _event_queue(aws, suffix)
-
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[: args.rows]]
-    records = [{"recordId": f"dialog-{i:04d}", "modelInput": _claude_body(row["prompt"], args.max_tokens)}
-               for i, row in enumerate(rows)]
-    body = "".join(json.dumps(record) + "\n" for record in records).encode()
-    aws["s3"].put_object(Bucket=inputs, Key="batch/dialogsum.jsonl", Body=body)
-    console.print(f"Uploaded {len(records)} conversations to s3://{inputs}/batch/dialogsum.jsonl")
-
-    arn = aws["bedrock"].create_model_invocation_job(
-        jobName=f"quarry-demo-{suffix}", roleArn=ROLE, modelId=MODEL, clientRequestToken=f"demo-{suffix}",
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{inputs}/batch/dialogsum.jsonl"}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{outputs}/results/"}},
-    )["jobArn"]
-    console.print(f"Created batch job {arn}")
-    job = _follow(aws["bedrock"], arn, len(records))
-    console.print(f"Job ended [bold]{job['status']}[/]{': ' + job['message'] if job.get('message') else ''}")
-
-    statuses = _received_statuses(aws["sqs"], queue_url, arn)
-    console.print("EventBridge → SQS delivered: " + " → ".join(statuses))
-    job_id = arn.rsplit("/", 1)[-1]
-    manifest = json.loads(aws["s3"].get_object(Bucket=outputs, Key=f"results/{job_id}/manifest.json.out")["Body"].read())
-    console.print(f"manifest.json.out: {manifest}")
-    _show_results(aws["s3"], outputs, job_id, rows)
+def _show_mail(stack: LocalStack, run_id: str) -> None:
+    mail = next((m for m in reversed(read_mail(stack.config.maildir)) if run_id in m["body"]), None)
+    if mail is None:
+        console.print("[red]no email arrived[/]")
+        return
+    console.rule(f"Email: {mail['subject']}")
+    console.print(mail["body"], markup=False, highlight=False)
+    console.rule()
 
 
-def _claude_body(prompt: str, max_tokens: int) -> dict:
-    return {
-        "anthropic_version": "bedrock-2023-05-31",
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "system": "You summarise conversations in one short sentence.",
-        "messages": [{"role": "user", "content": prompt}],
-    }
-
-
-def _event_queue(aws: dict, suffix: str) -> str:
-    """An SQS queue fed by a rule on Bedrock's job events, as Quarry's poll worker is fed."""
-    name = f"quarry-demo-events-{suffix}"
-    url = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
-    arn = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws["events"].put_rule(Name=name, EventPattern=json.dumps(
-        {"source": ["aws.bedrock"], "detail-type": ["Batch Inference Job State Change"]}))
-    aws["events"].put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
-    return url
-
-
-def _follow(bedrock, arn: str, total: int) -> dict:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("Submitted", total=total)
-        while True:
-            job = bedrock.get_model_invocation_job(jobIdentifier=arn)
-            progress.update(task, description=f"{job['status']:<12}", completed=job.get("processedRecordCount", 0))
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(1)
-
-
-def _received_statuses(sqs, url: str, arn: str) -> list[str]:
-    statuses: list[str] = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        if not messages:
-            return statuses
-        for message in messages:
-            detail = json.loads(message["Body"])["detail"]
-            if detail["batchJobArn"] == arn:
-                statuses.append(detail["status"])
-
-
-def _show_results(s3, bucket: str, job_id: str, rows: list[dict]) -> None:
-    data = s3.get_object(Bucket=bucket, Key=f"results/{job_id}/dialogsum.jsonl.out")["Body"].read()
-    lines = sorted((json.loads(line) for line in data.splitlines() if line.strip()), key=lambda line: line["recordId"])
-    table = Table(title=f"First summaries ({len(lines)} records in the output)", show_lines=True)
-    table.add_column("record")
-    table.add_column("model summary (SmolLM2 behind the Claude id)")
+def _show_results(result_uri: str | None, lines: list[str]) -> None:
+    if not result_uri:
+        return
+    bucket, _, key = result_uri[5:].partition("/")
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    table = Table(title=f"First summaries (of {len(rows)} rows in {result_uri})", show_lines=True)
+    table.add_column("row")
+    table.add_column("SmolLM2 behind the Claude id")
     table.add_column("human summary")
-    for line in lines[:5]:
-        index = int(line["recordId"].split("-")[1])
-        output = line.get("modelOutput", {}).get("content", [{}])[0].get("text") or f"ERROR {line.get('error')}"
-        table.add_row(line["recordId"], output.strip(), rows[index]["completion"])
+    for row in rows[:5]:
+        human = json.loads(lines[int(row["record_id"])])["completion"]
+        table.add_row(row["record_id"], (row["output"] or f"ERROR: {row['error']}").strip(), human)
     console.print(table)
 
 

@@ -36,7 +36,8 @@ class Engines:
     def text(self, model: FoundationModel) -> TextEngine:
         name = self._settings.engine_for(model.model_id)
         if name not in self._text:
-            self._text[name] = FastTextEngine() if name == "fast" else _real().SmolLM2TextEngine()
+            self._text[name] = FastTextEngine() if name == "fast" else _real().SmolLM2TextEngine(
+                batch_size=self._settings.batch_size, repetition_penalty=self._settings.real_repetition_penalty)
         return self._text[name]
 
     def embedding(self, model: FoundationModel) -> EmbeddingEngine:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOCAL_BEDROCK_", frozen=True)
 
+    # Containers reach each other over a bridge network, not loopback: docker-compose opts in here
+    # and publishes the port on the host's loopback only.
+    allow_container_network: bool = False
     host: str = "127.0.0.1"
     port: int = Field(4599, ge=0, le=65535)
     region: str = "us-east-1"
@@ -62,15 +65,17 @@ class Settings(BaseSettings):
     # Output lines are shuffled within windows of this size, because Bedrock's output order is
     # not the input order and consumers must join on recordId.
     shuffle_window: int = Field(1000, ge=1)
+    # The real engine's repetition penalty: SmolLM2-135M loops on long inputs without one.
+    real_repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
     event_bus: str = "default"
     limits: Limits = Field(default_factory=Limits)
     delays: Delays = Field(default_factory=Delays)
 
     @field_validator("host")
     @classmethod
-    def _loopback_only(cls, host: str) -> str:
+    def _loopback_only(cls, host: str, info) -> str:
         # The service has no authentication: it must never be reachable from another machine.
-        if host == "localhost":
+        if host == "localhost" or info.data.get("allow_container_network"):
             return host
         try:
             if ipaddress.ip_address(host).is_loopback:

@@ -167,3 +167,10 @@ def _events(events: Any, r: Resolver) -> None:
         events.put_rule(Name=properties["Name"], EventBusName=bus, EventPattern=json.dumps(properties["EventPattern"]))
         events.put_targets(Rule=properties["Name"], EventBusName=bus,
                            Targets=[{"Id": t["Id"], "Arn": t["Arn"]} for t in properties["Targets"]])
+
+
+def subscribe_http(sns: Any, topic_arn: str, endpoint: str) -> None:
+    """Subscribe an HTTP endpoint to the topic once (moto delivers to HTTP, not to email)."""
+    existing = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    if not any(s["Endpoint"] == endpoint for s in existing):
+        sns.subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=endpoint)

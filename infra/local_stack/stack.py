@@ -6,10 +6,12 @@ can run a second stack beside a developer's.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,9 @@ class LocalStack:
             self._record("moto", start_moto(self.logs, port=c.moto_port, detach=True))
         say("creating resources from infra/aws/template.yaml")
         outputs = resources.create_all(self._clients())
+        if self._alive("bedrock") and self._bedrock_engine() != c.engine:
+            say(f"restarting the local Bedrock with the {c.engine} engine")
+            _terminate(self._pid("bedrock"))
         if not self._alive("bedrock"):
             say(f"starting the local Bedrock ({c.engine} engine) on {c.url(c.bedrock_port)}")
             args = ("--engine", c.engine, "--preload")
@@ -110,6 +115,14 @@ class LocalStack:
         config = Config(retries={"mode": "standard"})
         return {name: boto3.client(name, config=config) for name in ("s3", "sqs", "dynamodb", "sns", "events")}
 
+    def _bedrock_engine(self) -> str | None:
+        try:
+            with urllib.request.urlopen(self.config.url(self.config.bedrock_port) + "/local-bedrock-api/health",
+                                        timeout=2) as response:
+                return json.loads(response.read()).get("engine")
+        except OSError:
+            return None
+
     def _start_mailsink(self) -> Server:
         c = self.config
         log_path = self.logs / "mailsink.log"
@@ -120,11 +133,7 @@ class LocalStack:
         return server
 
     def _subscribe_mail(self, topic_arn: str) -> None:
-        sns = self._clients()["sns"]
-        endpoint = f"{self.config.url(self.config.mail_http_port)}/sns"
-        existing = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
-        if not any(s["Endpoint"] == endpoint for s in existing):
-            sns.subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=endpoint)
+        resources.subscribe_http(self._clients()["sns"], topic_arn, f"{self.config.url(self.config.mail_http_port)}/sns")
 
     def _start_worker(self, worker: str) -> None:
         log_path = self.logs / f"{worker}.log"

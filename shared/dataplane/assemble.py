@@ -10,7 +10,7 @@ import collections
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -30,9 +30,9 @@ RESULT_COLUMNS = ("record_id", "output", "error", "input_tokens", "output_tokens
 _ROW_BATCH = 8_192
 
 
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    """One record's outcome: text or embedding, or an error message; tokens as billed."""
+class RecordResult(NamedTuple):
+    """One record's outcome: text or embedding, or an error message; tokens as billed.
+    (A NamedTuple: one is built per row, so it must be cheap.)"""
 
     text: str | None = None
     embedding: list[float] | None = None
@@ -59,17 +59,17 @@ class AssembleSummary:
 def parse_output_lines(lines: Iterable[bytes], family: Family, converse: bool) -> dict[str, RecordResult]:
     """recordId -> RecordResult from a batch job's .jsonl.out lines (success or error lines)."""
     results: dict[str, RecordResult] = {}
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for line in lines:
-        if not line.strip():
+        if len(line) < 2:
             continue
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            obj = loads(line)
+        except decode_error:
             continue  # a torn line carries no recordId we could trust; its row reports no output
-        rid = obj.get("recordId")
-        if not isinstance(rid, str):
-            continue
-        results[rid] = result_of(obj, family, converse)
+        rid = obj.get("recordId") if type(obj) is dict else None
+        if type(rid) is str:
+            results[rid] = result_of(obj, family, converse)
     return results
 
 
@@ -123,11 +123,12 @@ def assemble(
         for chunk in plan.assembly_chunks():
             got = results_for_chunk(chunk)
             results = got if isinstance(got, Mapping) else parse_output_lines(got, family, converse)
+            del got
             for rows in row_batches.take(chunk.first_row, chunk.end_row):
                 first = chunk.first_row + rows.start_in_chunk
                 added = _result_arrays(first, rows.batch.num_rows, results, summary)
                 writer.write(pa.RecordBatch.from_arrays(rows.batch.columns + added, schema=schema))
-            del results, got
+            del results
         row_batches.expect_end()
     finally:
         writer.close()
@@ -217,7 +218,9 @@ def _writer(fmt: OutFormat, out: IO[bytes], schema: pa.Schema) -> _Writer:
     if fmt == "csv":
         return _ArrowWriter(pacsv.CSVWriter(pa.PythonFile(out, mode="w"), schema))
     if fmt == "parquet":
-        return _ArrowWriter(pq.ParquetWriter(pa.PythonFile(out, mode="w"), schema, compression="snappy"))
+        # Dictionary encoding of mostly-unique text cost more than the rest of assemble together.
+        return _ArrowWriter(pq.ParquetWriter(pa.PythonFile(out, mode="w"), schema, compression="snappy",
+                                             use_dictionary=False))
     if fmt == "jsonl":
         return _JsonlWriter(out, schema)
     raise ValueError(f"unknown output format {fmt!r}; use csv, jsonl or parquet")

@@ -7,6 +7,7 @@ never names the model: the job does. Each family reads its own response shape ba
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,10 +50,9 @@ class InferenceParams(BaseModel):
     normalize: bool | None = None
 
 
-class ExtractedOutput(BaseModel):
-    """What postprocess keeps of one model response."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class ExtractedOutput:
+    """What postprocess keeps of one model response (a dataclass: built once per row, millions)."""
 
     text: str | None = None
     embedding: list[float] | None = None
@@ -205,6 +205,10 @@ def extract_output(family: Family, converse: bool, model_output: dict[str, Any])
 
 
 def _first_text(content: Any) -> str | None:
+    if type(content) is list and len(content) == 1 and type(content[0]) is dict:
+        text = content[0].get("text")  # the common case: one text block
+        if type(text) is str:
+            return text
     if isinstance(content, list):
         texts = [c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)]
         return "".join(texts) if texts else None
