@@ -117,18 +117,20 @@ def test_a_stopped_job_goes_through_stopping_and_keeps_what_it_processed(paced, 
 
 
 def test_a_job_past_its_timeout_is_partially_completed(paced, s3, buckets):
-    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(150)))
+    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(300)))
 
     arn = create_job(paced, input_uri=uri, output_bucket=buckets[1], timeoutDurationInHours=24)
     job = wait_for(paced, arn)
 
     assert job["status"] == "PartiallyCompleted"
-    assert 0 < job["processedRecordCount"] < job["totalRecordCount"] == 150
+    assert 0 < job["processedRecordCount"] < job["totalRecordCount"] == 300
     assert "timeout" in job["message"]
 
 
 def test_a_job_never_started_before_its_timeout_expires(paced, s3, buckets):
-    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(150)))
+    # The busy job needs 4 s (400 records at 10 ms) and holds the only slot; the waiting job's
+    # 24 h are 1.2 s.
+    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(400)))
     busy = create_job(paced, input_uri=uri, output_bucket=buckets[1], timeoutDurationInHours=168)
     wait_for(paced, busy, {"InProgress"})
 
