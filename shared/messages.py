@@ -131,10 +131,13 @@ class BatchRequest(BaseModel):
 
 
 class BatchRequested(_Envelope):
-    """'Quarry Batch Requested' on Quarry's bus, from any system; consumed by preprocess."""
+    """'Quarry Batch Requested' on Quarry's bus, from any system; consumed by preprocess.
+
+    The detail is validated against BatchRequest by the handler, not here: a request with the
+    wrong schema must still become a failed run and an email to its sender, not a parked message."""
 
     detail_type: Literal["Quarry Batch Requested"] = Field(alias="detail-type")
-    detail: BatchRequest
+    detail: dict[str, Any]
 
 
 class _BedrockJobDetail(BaseModel):

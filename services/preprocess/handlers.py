@@ -5,6 +5,7 @@ import asyncio
 
 import orjson
 import structlog
+from pydantic import ValidationError
 
 from services.preprocess.staging import Staged, run_prefix, stage_input
 from shared.adapters.objects import SyncObjects
@@ -14,7 +15,7 @@ from shared.adapters.bedrock import Runtime
 from shared.domain.runs import Run
 from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
 from shared.errors import ConflictError, InvalidRunSpec, PermanentError
-from shared.messages import BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob, new_id
+from shared.messages import BatchRequest, BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob, new_id
 from shared.ondemand import invoke_records
 from shared.settings import Settings
 
@@ -35,7 +36,10 @@ async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects:
     # The same object version is one run, however many events S3 sends for it.
     source_key = f"{uri}#{event.detail.object.etag or event.detail.object.size}"
     try:
-        spec = resolve_spec(profiles.get(_profile_of(key)), await asyncio.to_thread(_sidecar, objects, uri), where=uri)
+        profile = _profile_of(key)
+        sidecar = await asyncio.to_thread(_sidecar, objects, uri)
+        where = f"{uri} (profile {profile!r}" + (f", sidecar {uri}{SIDECAR_SUFFIX})" if sidecar.model_fields_set else ")")
+        spec = resolve_spec(profiles.get(profile), sidecar, where=where)
     except InvalidRunSpec as exc:
         await reject(uri, source_key, "s3", str(exc), store=store, queues=queues)
         return
@@ -45,13 +49,15 @@ async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects:
 
 async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
                           queues: Queues, runtime: Runtime, settings: Settings) -> None:
-    request = event.detail
-    source_key = f"event:{request.request_id or event.id}"
+    source_key = f"event:{event.detail.get('request_id') or event.id}"
+    where = f"the Quarry Batch Requested event {event.id} from {event.source}"
     try:
+        request = _batch_request(event.detail, where=where)
         profile = profiles.get(request.profile) if request.profile else None
-        spec = resolve_spec(profile, request.spec, where=f"the Quarry Batch Requested event {event.id} from {event.source}")
+        spec = resolve_spec(profile, request.spec, where=where)
     except InvalidRunSpec as exc:
-        await reject(request.input_uri, source_key, "event", str(exc), store=store, queues=queues)
+        input_uri = str(event.detail.get("input_uri") or "(no input_uri in the event)")
+        await reject(input_uri, source_key, "event", str(exc), store=store, queues=queues)
         return
     await start_run(StartRun(run_id=new_id(), input_uri=request.input_uri, spec=spec, origin="event",
                              source_key=source_key),
@@ -125,6 +131,15 @@ async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, s
 async def _fail(run: Run, reason: str, *, store: RunStore, queues: Queues) -> None:
     await store.move_run(run, "FAILED", error=reason)
     await queues.send("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))
+
+
+def _batch_request(detail: dict, *, where: str) -> BatchRequest:
+    try:
+        return BatchRequest.model_validate(detail)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'detail'}: {e['msg']}" for e in exc.errors())
+        raise InvalidRunSpec(f"{where} has the wrong schema: {problems}. Expected detail "
+                             '{"input_uri": "s3://bucket/key", "profile": "...", "spec": {...}}') from None
 
 
 def _existing_key(objects: SyncObjects, bucket: str, candidates: list[str]) -> str | None:
