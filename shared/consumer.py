@@ -90,7 +90,8 @@ class Consumer:
             except ValidationError as exc:
                 await self._park(raw, f"invalid message: {exc.errors(include_url=False)[:3]}")
                 return
-            context = {"run_id": getattr(message, "run_id", None), "message_type": type(message).__name__}
+            context = {"run_id": getattr(message, "run_id", None), "job_key": getattr(message, "job_key", None),
+                       "message_type": type(message).__name__}
             with structlog.contextvars.bound_contextvars(message_id=message_id, **context):
                 keeper = asyncio.create_task(self._keep_invisible(raw["ReceiptHandle"]))
                 try:
