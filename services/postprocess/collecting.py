@@ -17,17 +17,10 @@ from shared.adapters.objects import SyncObjects
 from shared.dataplane.assemble import AssembleSummary, RecordResult, assemble, parse_output_lines
 from shared.dataplane.prepare import record_id
 from shared.dataplane.splitter import Chunk, SplitPlan
+from shared.domain import layout
 from shared.domain.bodies import family_of
 from shared.domain.runs import Job, Run, job_key
 from shared.settings import Settings
-
-
-def run_prefix(settings: Settings, run_id: str) -> str:
-    return f"s3://{settings.work_bucket}/runs/{run_id}"
-
-
-def ondemand_uri(settings: Settings, run_id: str, index: int) -> str:
-    return f"{run_prefix(settings, run_id)}/ondemand/chunk-{index:05d}.jsonl"
 
 
 def output_lines(job: Job, objects: SyncObjects) -> Iterator[bytes]:
@@ -56,7 +49,7 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
     converse = run.spec.invocation == "Converse"
     for index, chunk_jobs in sorted(by_chunk.items()):
         first = next(j for j in chunk_jobs if j.attempt == 0)
-        if len(chunk_jobs) > 1 or first.status == "CANCELLED" or objects.size(ondemand_uri(settings, run.run_id, index)):
+        if len(chunk_jobs) > 1 or first.status == "CANCELLED" or objects.size(layout.ondemand_uri(settings, run.run_id, index)):
             continue  # retried once already
         if first.status == "COMPLETED" and first.failed == 0 and first.processed == first.records:
             continue
@@ -94,12 +87,12 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
     family = family_of(run.spec.model_id)
     converse = run.spec.invocation == "Converse"
     fmt = run.spec.output_format
-    result_uri = f"s3://{settings.results_bucket}/runs/{run.run_id}/results.{fmt}"
+    result_uri = layout.result_uri(settings, run.run_id, fmt)
     workdir = Path(tempfile.mkdtemp(prefix=f"collect-{run.run_id}-", dir=_ensure(settings.workdir)))
     try:
         rows_path = workdir / "rows.parquet"
         with open(rows_path, "wb") as out:
-            shutil.copyfileobj(objects.open(f"{run_prefix(settings, run.run_id)}/rows.parquet"), out, 1024 * 1024)
+            shutil.copyfileobj(objects.open(layout.rows_uri(settings, run.run_id)), out, 1024 * 1024)
         by_chunk: dict[int, list[Job]] = {}
         for job in jobs:
             by_chunk.setdefault(job.index, []).append(job)
@@ -107,7 +100,7 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
         def results_for_chunk(chunk: Chunk) -> dict[str, RecordResult]:
             merged: dict[str, RecordResult] = {}
             sources = [output_lines(job, objects) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
-            sources.append(objects.lines(ondemand_uri(settings, run.run_id, chunk.index)))
+            sources.append(objects.lines(layout.ondemand_uri(settings, run.run_id, chunk.index)))
             for lines in sources:
                 for rid, result in parse_output_lines(lines, family, converse).items():
                     if rid not in merged or merged[rid].error is not None:

@@ -7,11 +7,12 @@ import asyncio
 import orjson
 import structlog
 
-from services.postprocess.collecting import RetryPlan, assemble_results, ondemand_uri, plan_retries
+from services.postprocess.collecting import RetryPlan, assemble_results, plan_retries
 from shared.adapters.bedrock import Runtime
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
+from shared.domain import layout
 from shared.domain.runs import Run, now, outcome_of
 from shared.domain.summary import run_summary
 from shared.messages import CollectRun, RunFinished, SubmitJob
@@ -44,7 +45,7 @@ async def _retry(run: Run, plan: RetryPlan, *, store: RunStore, queues: Queues, 
     for index, records in plan.on_demand.items():
         lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
                                      concurrency=settings.on_demand_concurrency)
-        await asyncio.to_thread(objects.put, ondemand_uri(settings, run.run_id, index), b"".join(lines))
+        await asyncio.to_thread(objects.put, layout.ondemand_uri(settings, run.run_id, index), b"".join(lines))
         log.info("records_retried_on_demand", chunk=index, records=len(records))
     if not plan.jobs:
         return False

@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import orjson
 import structlog
 from pydantic import ValidationError
 
-from services.preprocess.staging import Staged, run_prefix, stage_input
+from services.preprocess.staging import Staged, stage_input
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
 from shared.adapters.bedrock import Runtime
+from shared.domain import layout
 from shared.domain.runs import Run
 from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
 from shared.errors import ConflictError, InvalidRunSpec, PermanentError
-from shared.messages import BatchRequest, BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob, new_id
+from shared.messages import BatchRequest, BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob
 from shared.ondemand import invoke_records
 from shared.settings import Settings
 
@@ -43,7 +45,8 @@ async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects:
     except InvalidRunSpec as exc:
         await reject(uri, source_key, "s3", str(exc), store=store, queues=queues)
         return
-    await start_run(StartRun(run_id=new_id(), input_uri=uri, spec=spec, origin="s3", source_key=source_key),
+    await start_run(StartRun(run_id=run_id_of(source_key), input_uri=uri, spec=spec, origin="s3",
+                             source_key=source_key),
                     store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
 
 
@@ -59,7 +62,7 @@ async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects:
         input_uri = str(event.detail.get("input_uri") or "(no input_uri in the event)")
         await reject(input_uri, source_key, "event", str(exc), store=store, queues=queues)
         return
-    await start_run(StartRun(run_id=new_id(), input_uri=request.input_uri, spec=spec, origin="event",
+    await start_run(StartRun(run_id=run_id_of(source_key), input_uri=request.input_uri, spec=spec, origin="event",
                              source_key=source_key),
                     store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
 
@@ -102,7 +105,7 @@ async def _run_on_demand(run: Run, staged: Staged, *, store: RunStore, queues: Q
     records = [orjson.loads(line) for line in staged.on_demand_records]
     lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
                                  concurrency=settings.on_demand_concurrency)
-    await asyncio.to_thread(objects.put, f"{run_prefix(settings, run.run_id)}/ondemand/chunk-00000.jsonl", b"".join(lines))
+    await asyncio.to_thread(objects.put, layout.ondemand_uri(settings, run.run_id, 0), b"".join(lines))
     await _move_unless_cancelled(run, "FINALIZING", store=store, total_rows=staged.total_rows, on_demand=True)
     await queues.send("postprocess", CollectRun(run_id=run.run_id))
     log.info("run_ran_on_demand", rows=staged.total_rows)
@@ -119,12 +122,21 @@ async def _move_unless_cancelled(run: Run, status: str, *, store: RunStore, **ch
         return await store.update_run(latest, **changes)
 
 
+def run_id_of(source_key: str) -> str:
+    """The run id of an S3 or event start: derived from its source, so a redelivered event (after a
+    crash or a retryable error while staging) resumes the run it made instead of being ignored as a
+    duplicate and leaving that run PREPARING for ever."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, source_key).hex
+
+
 async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, store: RunStore, queues: Queues) -> None:
     """A start that cannot be a run (bad spec, unknown profile) still becomes a failed run and an email."""
-    run_id = await store.create_run(Run(run_id=new_id(), spec=None, input_uri=input_uri, origin=origin,
+    run_id = await store.create_run(Run(run_id=run_id_of(source_key), spec=None, input_uri=input_uri, origin=origin,
                                         source_key=source_key))
     run = await store.get_run(run_id)
-    if run is not None and run.status == "PREPARING":
+    # spec None: only the run this reject made (or a crashed attempt of it), never a run that a
+    # valid start of the same source made and is staging now.
+    if run is not None and run.status == "PREPARING" and run.spec is None:
         await _fail(run, reason, store=store, queues=queues)
 
 

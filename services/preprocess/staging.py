@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shared.adapters.objects import SyncObjects
 from shared.dataplane.prepare import PrepareLimits, PrepareSpec, Prepared, prepare
+from shared.domain import layout
 from shared.domain.runs import Job, Run, job_key
 from shared.settings import Settings
 
@@ -22,25 +23,20 @@ class Staged:
     on_demand_records: list[bytes]  # the JSONL records, when the input is below a job's minimum
 
 
-def run_prefix(settings: Settings, run_id: str) -> str:
-    return f"s3://{settings.work_bucket}/runs/{run_id}"
-
-
 def stage_input(run: Run, *, objects: SyncObjects, settings: Settings) -> Staged:
     assert run.spec is not None
     workdir = Path(settings.workdir) / run.run_id
     try:
         prepared = _prepare(run, objects=objects, settings=settings, workdir=workdir)
-        prefix = run_prefix(settings, run.run_id)
-        objects.upload_file(str(prepared.rows_path), f"{prefix}/rows.parquet")
+        objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))
         if prepared.plan.on_demand:
             return Staged(prepared.total_rows, [], prepared.spool_path.read_bytes().splitlines())
         jobs = []
         for chunk in prepared.plan.chunks:
-            uri = f"{prefix}/input/chunk-{chunk.index:05d}.jsonl"
+            uri = layout.chunk_uri(settings, run.run_id, chunk.index)
             objects.upload_range(str(prepared.spool_path), chunk.byte_offset, chunk.byte_length, uri)
             jobs.append(Job(run_id=run.run_id, job_key=job_key(chunk.index, 0), index=chunk.index,
-                            model_id=run.spec.model_id, chunk_uri=uri, output_uri=f"{prefix}/output/",
+                            model_id=run.spec.model_id, chunk_uri=uri, output_uri=layout.output_prefix(settings, run.run_id),
                             records=chunk.records, bytes=chunk.bytes, first_row=chunk.first_row,
                             end_row=chunk.end_row))
         return Staged(prepared.total_rows, jobs, [])

@@ -15,7 +15,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-REASON = "needs the `real` extra (pip install the real engine's pinned packages)"
+REASON = "needs the real engine's ML packages: run `make install-real` (or `make test-real`)"
 pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 pytest.importorskip("gguf", reason=REASON)

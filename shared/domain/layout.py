@@ -1,0 +1,36 @@
+"""Where a run's intermediate data lives in the work bucket, and its results in the results bucket.
+
+    s3://<work>/runs/<run>/rows.parquet                      the input rows, for the join
+    s3://<work>/runs/<run>/input/chunk-<i>[-retry].jsonl     each job's input file
+    s3://<work>/runs/<run>/output/<bedrock job id>/...       Bedrock's output (its own layout)
+    s3://<work>/runs/<run>/ondemand/chunk-<i>.jsonl          on-demand results, as Bedrock writes them
+    s3://<results>/runs/<run>/results.<fmt>, summary.json    what the user gets
+Chunk file names keep to Bedrock's s3Uri pattern, whatever the input's key looks like.
+"""
+from __future__ import annotations
+
+from shared.settings import Settings
+
+
+def run_prefix(settings: Settings, run_id: str) -> str:
+    return f"s3://{settings.work_bucket}/runs/{run_id}"
+
+
+def rows_uri(settings: Settings, run_id: str) -> str:
+    return f"{run_prefix(settings, run_id)}/rows.parquet"
+
+
+def chunk_uri(settings: Settings, run_id: str, index: int) -> str:
+    return f"{run_prefix(settings, run_id)}/input/chunk-{index:05d}.jsonl"
+
+
+def output_prefix(settings: Settings, run_id: str) -> str:
+    return f"{run_prefix(settings, run_id)}/output/"
+
+
+def ondemand_uri(settings: Settings, run_id: str, index: int) -> str:
+    return f"{run_prefix(settings, run_id)}/ondemand/chunk-{index:05d}.jsonl"
+
+
+def result_uri(settings: Settings, run_id: str, fmt: str) -> str:
+    return f"s3://{settings.results_bucket}/runs/{run_id}/results.{fmt}"
