@@ -6,6 +6,7 @@ streaming GET and never held in memory; the local spool is removed once uploaded
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ class Staged:
 
 def stage_input(run: Run, *, objects: SyncObjects, settings: Settings) -> Staged:
     assert run.spec is not None
-    workdir = Path(settings.workdir) / run.run_id
+    # Per attempt: two deliveries of the same start may stage at once; each writes its own spool.
+    workdir = Path(settings.workdir) / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     try:
         prepared = _prepare(run, objects=objects, settings=settings, workdir=workdir)
         objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))

@@ -29,7 +29,12 @@ async def submit_job(cmd: SubmitJob, *, store: RunStore, bedrock: BatchJobs, que
         job = await store.move_job(job, "SUBMITTING")
     if job.status == "SUBMITTING":
         job = await _create(job, store=store, bedrock=bedrock, queues=queues)
+        latest = await store.get_run(cmd.run_id)
+        if job.bedrock_arn and latest is not None and latest.status == "CANCELLING":
+            # Cancelled while this job was being created: cancel_run saw no ARN to stop.
+            await bedrock.stop(job.bedrock_arn)
     if not job.terminal:
+        # A redelivery may start a second check loop for the job; both end when the job does.
         await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key), delay_s=settings.poll_interval_s)
 
 

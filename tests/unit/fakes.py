@@ -73,7 +73,8 @@ class FakeStore:
     async def update_job(self, job: Job, **changes: Any) -> Job:
         stored = self.jobs.get((job.run_id, job.job_key))
         if stored is None or stored.version != job.version:
-            raise ConflictError(f"updating job {job.job_key} of {job.run_id}: changed by someone else since it was read")
+            raise ConflictError(f"updating job {job.job_key} of {job.run_id}: "
+                                "changed by someone else since it was read")
         updated = job.model_copy(update={**changes, "version": job.version + 1, "updated_at": now()})
         self.jobs[(job.run_id, job.job_key)] = updated.model_copy(deep=True)
         return updated
@@ -108,7 +109,8 @@ class FakeQueues:
 
 def arn_for(token: str) -> str:
     """The ARN FakeBatchJobs gives the job created with this clientRequestToken."""
-    return f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+    job_id = hashlib.sha256(token.encode()).hexdigest()[:12]
+    return f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{job_id}"
 
 
 class FakeBatchJobs:

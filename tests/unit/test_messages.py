@@ -1,0 +1,148 @@
+"""Every message on the wire, pinned as example JSON and parsed through its queue's union."""
+from __future__ import annotations
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from shared.messages import (
+    NOTIFY_INBOX, POLL_INBOX, POSTPROCESS_INBOX, PREPROCESS_INBOX, SUBMIT_INBOX, BatchRequest, BatchRequested,
+    BedrockJobStateChanged, CancelRun, CheckJob, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob,
+)
+
+RUN_ID = "0123456789abcdef0123456789abcdef"
+CORRELATION = "fedcba9876543210fedcba9876543210"
+
+START_RUN = {
+    "schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "StartRun",
+    "input_uri": "s3://quarry-inputs/incoming/summarize/reviews.csv",
+    "spec": {"model_id": "anthropic.claude-3-haiku-20240307-v1:0", "template": "Summarize: {{ text }}",
+             "system": None, "params": {"max_tokens": 200, "temperature": 0.2, "top_p": None, "stop_sequences": [],
+                                        "dimensions": None, "normalize": None},
+             "invocation": "InvokeModel", "output_format": "csv", "recipients": ["ops@example.com"],
+             "name": "reviews"},
+    "origin": "cli", "source_key": f"cli:{RUN_ID}",
+}
+SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
+              "job_key": "00003-0"}
+CANCEL_RUN = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CancelRun"}
+CHECK_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CheckJob",
+             "job_key": "00003-1"}
+COLLECT_RUN = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CollectRun"}
+RUN_FINISHED = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "RunFinished",
+                "outcome": "PARTIAL"}
+
+# EventBridge's envelopes as AWS sends them (from the S3 and Bedrock user guides' examples).
+S3_OBJECT_CREATED = {
+    "version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103", "detail-type": "Object Created",
+    "source": "aws.s3", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": ["arn:aws:s3:::quarry-inputs"],
+    "detail": {"version": "0", "bucket": {"name": "quarry-inputs"},
+               "object": {"key": "incoming/summarize/my+reviews%282%29.csv", "size": 5120,
+                          "etag": "b1946ac92492d2347c6235b4d2611184", "version-id": "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e",
+                          "sequencer": "617f08299329d189"},
+               "request-id": "N4N7GDK58NMKJ12R", "requester": "123456789012", "source-ip-address": "1.2.3.4",
+               "reason": "PutObject"},
+}
+BATCH_REQUESTED = {
+    "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": "Quarry Batch Requested",
+    "source": "com.example.crm", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": [],
+    "detail": {"input_uri": "s3://quarry-inputs/requests/tickets.jsonl", "profile": "summarize",
+               "spec": {"params": {"max_tokens": 64}, "recipients": ["crm@example.com"]}, "request_id": "req-42"},
+}
+BEDROCK_JOB_STATE_CHANGED = {
+    "version": "0", "id": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111", "detail-type": "Batch Inference Job State Change",
+    "source": "aws.bedrock", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": ["arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcdefghwxyz"],
+    "detail": {"version": "0.0", "accountId": "123456789012", "batchJobName": f"quarry-{RUN_ID}-00003-0",
+               "batchJobArn": "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcdefghwxyz",
+               "batchModelId": "anthropic.claude-3-haiku-20240307-v1:0", "status": "Completed",
+               "failureMessage": "", "processedRecordCount": 120, "successRecordCount": 118, "errorRecordCount": 2},
+}
+
+
+@pytest.mark.parametrize("inbox,example,message_type", [
+    (PREPROCESS_INBOX, START_RUN, StartRun),
+    (PREPROCESS_INBOX, S3_OBJECT_CREATED, S3ObjectCreated),
+    (PREPROCESS_INBOX, BATCH_REQUESTED, BatchRequested),
+    (SUBMIT_INBOX, SUBMIT_JOB, SubmitJob),
+    (SUBMIT_INBOX, CANCEL_RUN, CancelRun),
+    (POLL_INBOX, CHECK_JOB, CheckJob),
+    (POLL_INBOX, BEDROCK_JOB_STATE_CHANGED, BedrockJobStateChanged),
+    (POSTPROCESS_INBOX, COLLECT_RUN, CollectRun),
+    (NOTIFY_INBOX, RUN_FINISHED, RunFinished),
+], ids=lambda value: value.__name__ if isinstance(value, type) else None)
+def test_given_example_json_when_its_queue_parses_it_then_it_is_the_right_message(inbox, example, message_type):
+    message = inbox.validate_json(orjson.dumps(example))
+
+    assert type(message) is message_type
+
+
+@pytest.mark.parametrize("example", [START_RUN, SUBMIT_JOB, CANCEL_RUN, CHECK_JOB, COLLECT_RUN, RUN_FINISHED],
+                         ids=lambda example: example["type"])
+def test_given_one_of_quarrys_messages_when_serialized_then_it_is_exactly_the_pinned_json(example):
+    message = {"StartRun": PREPROCESS_INBOX, "SubmitJob": SUBMIT_INBOX, "CancelRun": SUBMIT_INBOX,
+               "CheckJob": POLL_INBOX, "CollectRun": POSTPROCESS_INBOX,
+               "RunFinished": NOTIFY_INBOX}[example["type"]].validate_python(example)
+
+    assert orjson.loads(message.model_dump_json()) == example
+
+
+def test_given_an_s3_event_when_parsed_then_bucket_key_and_etag_are_read_from_awss_field_names():
+    event = PREPROCESS_INBOX.validate_json(orjson.dumps(S3_OBJECT_CREATED))
+
+    assert (event.detail.bucket.name, event.detail.object.key, event.detail.object.etag) == (
+        "quarry-inputs", "incoming/summarize/my+reviews%282%29.csv", "b1946ac92492d2347c6235b4d2611184")
+
+
+def test_given_a_bedrock_event_when_parsed_then_the_job_name_arn_and_status_are_read():
+    event = POLL_INBOX.validate_json(orjson.dumps(BEDROCK_JOB_STATE_CHANGED))
+
+    assert (event.detail.batchJobName, event.detail.status) == (f"quarry-{RUN_ID}-00003-0", "Completed")
+    assert event.detail.batchJobArn.endswith("/abcdefghwxyz")
+
+
+def test_given_a_batch_request_when_its_detail_is_read_then_its_overrides_and_request_id_are_kept():
+    event = PREPROCESS_INBOX.validate_json(orjson.dumps(BATCH_REQUESTED))
+
+    request = BatchRequest.model_validate(event.detail)
+
+    assert (request.profile, request.request_id) == ("summarize", "req-42")
+    assert request.spec.params == {"max_tokens": 64}
+
+
+def test_given_a_batch_request_whose_input_is_not_on_s3_when_its_detail_is_read_then_validation_fails():
+    with pytest.raises(ValidationError, match="input_uri"):
+        BatchRequest.model_validate({**BATCH_REQUESTED["detail"], "input_uri": "/tmp/x.csv"})
+
+
+@pytest.mark.parametrize("inbox,bad", [
+    (SUBMIT_INBOX, {"type": "SubmitJob", "run_id": RUN_ID}),  # no job_key
+    (SUBMIT_INBOX, {**SUBMIT_JOB, "priority": "high"}),  # a field nobody defined
+    (SUBMIT_INBOX, {**SUBMIT_JOB, "schema_version": 2}),
+    (SUBMIT_INBOX, CHECK_JOB),  # a message for another queue
+    (POLL_INBOX, {"type": "JobChecked", "run_id": RUN_ID}),
+    (NOTIFY_INBOX, {**RUN_FINISHED, "outcome": "DONE"}),
+    (PREPROCESS_INBOX, {**S3_OBJECT_CREATED, "detail-type": "Object Deleted"}),
+    (POLL_INBOX, {**BEDROCK_JOB_STATE_CHANGED, "detail": {"status": "Completed"}}),
+], ids=["missing-field", "extra-field", "future-schema", "wrong-queue", "unknown-type", "bad-outcome",
+        "unrouted-detail-type", "bedrock-detail-without-job"])
+def test_given_a_message_with_the_wrong_schema_when_parsed_then_validation_fails(inbox, bad):
+    with pytest.raises(ValidationError):
+        inbox.validate_json(orjson.dumps(bad))
+
+
+def test_given_an_url_encoded_s3_key_when_read_then_both_the_key_as_sent_and_decoded_are_candidates():
+    event = S3ObjectCreated.model_validate(S3_OBJECT_CREATED)
+
+    assert event.detail.object.candidate_keys() == [
+        "incoming/summarize/my+reviews%282%29.csv", "incoming/summarize/my reviews(2).csv"]
+
+
+def test_given_a_plain_s3_key_when_read_then_it_is_the_only_candidate():
+    event = S3ObjectCreated.model_validate(
+        {**S3_OBJECT_CREATED, "detail": {"bucket": {"name": "quarry-inputs"},
+                                         "object": {"key": "incoming/summarize/reviews.csv"}}})
+
+    assert event.detail.object.candidate_keys() == ["incoming/summarize/reviews.csv"]
