@@ -32,7 +32,11 @@ async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objec
         return  # the last job to end sends the CollectRun that finishes the run
     if run.status == "RUNNING":
         plan = await asyncio.to_thread(plan_retries, run, jobs, objects=objects, settings=settings)
-        if await _retry(run, plan, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings):
+        waiting = await _retry(run, plan, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
+        if plan.on_demand:
+            retried = sum(len(records) for records in plan.on_demand.values())
+            run = await store.update_run(run, on_demand_records=run.on_demand_records + retried)
+        if waiting:
             return
     if run.status in ("RUNNING", "CANCELLING"):
         run = await store.move_run(run, "FINALIZING")
@@ -63,7 +67,7 @@ async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, obje
         model_id=run.spec.model_id, rows=result.rows, succeeded=result.succeeded, failed=result.failed,
         input_tokens=result.input_tokens, output_tokens=result.output_tokens, errors=result.errors,
         started=run.created_at, ended=now(), jobs=len(jobs), retried_jobs=sum(1 for j in jobs if j.attempt == 1),
-        on_demand_records=0 if not run.on_demand else result.rows, result_uri=result_uri,
+        on_demand_records=run.on_demand_records, result_uri=result_uri,
     )
     outcome = outcome_of(result.rows, result.failed, run.cancel_requested)
     await asyncio.to_thread(objects.put, result_uri.rsplit("/", 1)[0] + "/summary.json",

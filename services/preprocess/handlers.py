@@ -106,7 +106,8 @@ async def _run_on_demand(run: Run, staged: Staged, *, store: RunStore, queues: Q
     lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
                                  concurrency=settings.on_demand_concurrency)
     await asyncio.to_thread(objects.put, layout.ondemand_uri(settings, run.run_id, 0), b"".join(lines))
-    await _move_unless_cancelled(run, "FINALIZING", store=store, total_rows=staged.total_rows, on_demand=True)
+    await _move_unless_cancelled(run, "FINALIZING", store=store, total_rows=staged.total_rows, on_demand=True,
+                                 on_demand_records=len(records))
     await queues.send("postprocess", CollectRun(run_id=run.run_id))
     log.info("run_ran_on_demand", rows=staged.total_rows)
 

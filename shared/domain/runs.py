@@ -144,6 +144,7 @@ class Run(BaseModel):
     total_rows: int | None = None
     jobs_total: int = 0
     on_demand: bool = False
+    on_demand_records: int = 0  # records sent to InvokeModel: a small run, or retries of a few
     result_uri: str | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
