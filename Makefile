@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real bedrock demo bench clean
+.PHONY: install install-real test test-real bedrock demo bench bench-s3 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ $(VENV)/.installed-real: $(VENV)/.installed
 
 install-real: $(VENV)/.installed-real
 
-test: install
+# The whole suite, the real engine's tests included (its packages install in about a minute).
+test: install-real
 	$(PY) -m pytest -q
 
 test-real: install-real
@@ -38,11 +39,72 @@ demo: install-real
 bedrock: install
 	$(VENV)/bin/local-bedrock
 
-# The data-plane benchmark: prepare and assemble at 220k and 2.2M rows (BENCH_ROWS=220000 for a quick
+# The data-plane benchmark: prepare and assemble on local files, then stage_input and
+# assemble_results against a local S3, at 220k and 2.2M rows (BENCH_ROWS=220000 for a quick
 # run). Input is generated once into benchmarks/.data; pandas (for the generator) is the bench extra.
 bench: install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/bench_dataplane.py
+	$(PY) benchmarks/bench_s3.py
+
+# The same sizes through the workers' stage_input and assemble_results against a local S3 (a moto
+# server per case): the S3 half of `make bench` on its own.
+bench-s3: install
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) benchmarks/bench_s3.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# --- AWS ------------------------------------------------------------------------------------------------
+# For an AWS account (it cannot run here: no account, no Docker engine). Needs the AWS CLI v2 with
+# credentials, and Docker. README.md, "Deploy to AWS", explains the parameters.
+#   make deploy STACK=quarry PREFIX=quarry-acme- VPC_ID=vpc-... SUBNET_IDS=subnet-a,subnet-b EMAIL=me@example.com
+STACK ?= quarry
+PREFIX ?= quarry-
+REPOSITORY ?= quarry
+TAG ?= $(shell date -u +%Y%m%d%H%M%S)
+# Evaluated only when IMAGE is not given: the account and region of the CLI's credentials.
+AWS_ACCOUNT = $(shell aws sts get-caller-identity --query Account --output text)
+AWS_REGION_NAME = $(shell aws configure get region)
+IMAGE ?= $(AWS_ACCOUNT).dkr.ecr.$(AWS_REGION_NAME).amazonaws.com/$(REPOSITORY):$(TAG)
+# ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG, taken apart for the login and the stack.
+REGISTRY = $(firstword $(subst /, ,$(IMAGE)))
+REGISTRY_REGION = $(word 4,$(subst ., ,$(REGISTRY)))
+PUBLIC_IP ?= ENABLED
+MIN_TASKS ?= 0
+MAX_TASKS ?= 4
+EMAIL ?=
+# Per-model job slots as JSON (your account's Bedrock quota), e.g. MODEL_CONCURRENCY='{"*": 10}'.
+MODEL_CONCURRENCY ?= {"*": 20}
+# Any other template parameters, as Key=Value words, e.g. PARAMETERS='KmsKeyArn=arn:aws:kms:... MaxRecordsPerJob=20000'.
+PARAMETERS ?=
+
+deploy:
+	@test -n "$(VPC_ID)" -a -n "$(SUBNET_IDS)" || { echo "usage: make deploy VPC_ID=vpc-... SUBNET_IDS=subnet-a,subnet-b [STACK=quarry PREFIX=quarry- EMAIL=you@example.com IMAGE=...]"; exit 2; }
+	aws ecr describe-repositories --region $(REGISTRY_REGION) --repository-names $(REPOSITORY) >/dev/null 2>&1 || \
+		aws ecr create-repository --region $(REGISTRY_REGION) --repository-name $(REPOSITORY) \
+			--image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE >/dev/null
+	aws ecr get-login-password --region $(REGISTRY_REGION) | docker login --username AWS --password-stdin $(REGISTRY)
+	docker build --platform linux/amd64 -t $(IMAGE) .
+	docker push $(IMAGE)
+	aws cloudformation deploy --region $(REGISTRY_REGION) --template-file infra/aws/template.yaml \
+		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset \
+		--parameter-overrides Prefix=$(PREFIX) ImageUri=$(IMAGE) ImageRepository=$(REPOSITORY) \
+			VpcId=$(VPC_ID) SubnetIds=$(SUBNET_IDS) AssignPublicIp=$(PUBLIC_IP) \
+			MinTasks=$(MIN_TASKS) MaxTasks=$(MAX_TASKS) NotificationEmail=$(EMAIL) \
+			'ModelConcurrency=$(MODEL_CONCURRENCY)' $(PARAMETERS)
+	aws cloudformation describe-stacks --region $(REGISTRY_REGION) --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
+# Deletes the stack and everything in its buckets (every object version). CloudFormation cannot
+# delete a bucket that holds objects, so they are emptied first; CONFIRM=<stack> is the safety catch.
+# The ECR repository is not part of the stack: aws ecr delete-repository --repository-name quarry --force
+undeploy: confirm-undeploy install
+	$(PY) -c 'import boto3, sys; [boto3.resource("s3").Bucket(name).object_versions.delete() for name in sys.argv[1:]]' \
+		$$(aws cloudformation describe-stacks --stack-name $(STACK) --output text \
+			--query "Stacks[0].Outputs[?ends_with(OutputKey, 'BucketName')].OutputValue")
+	aws cloudformation delete-stack --stack-name $(STACK)
+	aws cloudformation wait stack-delete-complete --stack-name $(STACK)
+
+confirm-undeploy:
+	@test "$(CONFIRM)" = "$(STACK)" || { echo "this deletes stack $(STACK) and all its data; run: make undeploy STACK=$(STACK) CONFIRM=$(STACK)"; exit 2; }

@@ -46,8 +46,8 @@ async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
             queues=Queues(aws["sqs"], settings),
             batch_jobs=BatchJobs(aws["bedrock"], role_arn=settings.bedrock_role_arn, timeout_hours=settings.job_timeout_hours),
             runtime=Runtime(aws["bedrock-runtime"]),
-            notifier=Notifier(aws["sns"], aws["events"], topic_arn=await topic_arn(aws["sns"], settings.topic_name),
-                              bus=settings.bus),
+            notifier=Notifier(aws["sns"], aws["events"], bus=settings.bus,
+                              topic_arn=settings.topic_arn or await topic_arn(aws["sns"], settings.topic_name)),
             objects=SyncObjects(sync_client(settings, "s3")),
             sqs=aws["sqs"],
         )

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     table: str = "quarry-state"
     bus: str = "quarry-bus"
     topic_name: str = "quarry-notifications"
+    # Set on AWS (the template wires it), so workers need no sns:CreateTopic; unset, the ARN is
+    # looked up by name with the idempotent CreateTopic, as the local stack does.
+    topic_arn: str | None = None
     queue_prefix: str = "quarry-"
     bedrock_role_arn: str = "arn:aws:iam::123456789012:role/quarry-bedrock-batch"
     profiles_path: Path = Path("profiles.yaml")

@@ -5,10 +5,23 @@ import io
 import os
 from typing import Any, BinaryIO, Iterator
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from shared.adapters.aws import translate
 from shared.errors import PermanentError
+
+_READ_BYTES = 1 << 20
+
+
+def _transfer_config() -> TransferConfig:
+    # boto3's part size and threads (8 MiB, 10). A file-like body (a byte range) is read into
+    # memory a part at a time, ~25 MB of RSS per part in flight in the benchmark: boto3's 10 parts
+    # in memory added ~150 MB to a worker's peak, 4 add ~90 MB. A path upload streams each part
+    # from disk instead, so whole files go that way.
+    config = TransferConfig()
+    config.max_in_memory_upload_chunks = 4
+    return config
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -23,6 +36,7 @@ class SyncObjects:
 
     def __init__(self, s3: Any) -> None:
         self._s3 = s3
+        self._transfer = _transfer_config()
 
     def open(self, uri: str) -> BinaryIO:
         """A file-like over the object, read with a single streaming GET."""
@@ -54,16 +68,24 @@ class SyncObjects:
 
     def upload_range(self, path: str, offset: int, length: int, uri: str) -> None:
         """Upload `length` bytes of a local file from `offset` as one object (multipart if large)."""
+        if offset == 0 and length == os.path.getsize(path):
+            self.upload_file(path, uri)
+            return
         bucket, key = split_uri(uri)
         with open(path, "rb") as handle:
             handle.seek(offset)
             try:
-                self._s3.upload_fileobj(_Slice(handle, length), bucket, key)
+                self._s3.upload_fileobj(_Slice(handle, length), bucket, key, Config=self._transfer)
             except ClientError as exc:
                 raise translate(exc, f"writing {uri}") from exc
 
     def upload_file(self, path: str, uri: str) -> None:
-        self.upload_range(path, 0, os.path.getsize(path), uri)
+        """Upload a whole local file (multipart if large), each part streamed from disk."""
+        bucket, key = split_uri(uri)
+        try:
+            self._s3.upload_file(path, bucket, key, Config=self._transfer)
+        except ClientError as exc:
+            raise translate(exc, f"writing {uri}") from exc
 
     def put(self, uri: str, data: bytes) -> None:
         bucket, key = split_uri(uri)
@@ -81,7 +103,7 @@ class SyncObjects:
             if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 return
             raise translate(exc, f"reading {uri}") from exc
-        yield from body.iter_lines(chunk_size=1024 * 1024)
+        yield from _split_lines(body.iter_chunks(_READ_BYTES))
 
     def keys(self, uri: str) -> list[str]:
         """Keys under a prefix URI."""
@@ -90,6 +112,24 @@ class SyncObjects:
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of chunks, without their endings: what botocore's iter_lines yields,
+    with each chunk split in one bytes.splitlines call instead of two calls a line (1.5x faster)."""
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk
+        lines = data.splitlines()
+        if data.endswith(b"\n"):
+            pending = b""
+        elif data.endswith(b"\r"):
+            pending = lines.pop() + b"\r"  # maybe the first half of a \r\n split across chunks
+        else:
+            pending = lines.pop()  # the line goes on in the next chunk
+        yield from lines
+    if pending:
+        yield pending.splitlines()[0]
 
 
 class _Slice(io.RawIOBase):
