@@ -2,7 +2,8 @@
 #   docker run quarry python -m services.submit.main
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# MALLOC_ARENA_MAX: glibc's per-thread malloc arenas otherwise keep the upload threads' buffers.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 MALLOC_ARENA_MAX=2
 WORKDIR /app
 
 # Dependencies first (pinned in pyproject.toml), so code changes do not reinstall them.

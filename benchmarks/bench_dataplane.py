@@ -5,7 +5,7 @@
 Each measured case runs in its own child process, so its peak RSS (from wait4's rusage) is its
 own. Assemble reads simulated batch output: every record's line echoes its modelInput (as Bedrock
 does) plus an Anthropic modelOutput, in reverse order, with 1% errors and 0.5% missing records.
-Input is generated once into benchmarks/.data with /work/shared/bench/gen_simplecot.py.
+Input is generated once into benchmarks/.data with ../shared/bench/gen_simplecot.py.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = HERE / ".data"
-GENERATOR = Path(os.environ.get("BENCH_GENERATOR", "/work/shared/bench/gen_simplecot.py"))
+# ../shared beside the checkout, as the project's shared folder is laid out.
+GENERATOR = Path(os.environ.get("BENCH_GENERATOR", Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen_simplecot.py"))
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 TEMPLATE = "Question: {{ source }}\nReasoning: {{ rationale }}"
 TARGET_ROWS_S = 100_000

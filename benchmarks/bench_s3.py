@@ -140,8 +140,9 @@ CASES = {"preprocess": case_preprocess, "fake_outputs": case_fake_outputs, "post
 
 def run_child(case: str, rows: int, fmt: str) -> tuple[dict, float]:
     """Run one case in a fresh interpreter; return its result and its own peak RSS in MB."""
+    # The workers' environment: glibc's per-thread malloc arenas otherwise keep upload threads' buffers.
     proc = subprocess.Popen([sys.executable, __file__, "--case", case, "--rows", str(rows), "--fmt", fmt],
-                            stdout=subprocess.PIPE, cwd=ROOT)
+                            stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "MALLOC_ARENA_MAX": "2"})
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

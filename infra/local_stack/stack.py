@@ -53,6 +53,8 @@ class StackConfig:
             "QUARRY_PROFILES_PATH": str(ROOT / "profiles.yaml"),
             "QUARRY_WORKDIR": str(self.home / "work"),
             "QUARRY_LOCAL_HOME": str(self.home),
+            # glibc's per-thread malloc arenas otherwise keep the upload threads' buffers.
+            "MALLOC_ARENA_MAX": "2",
         }
 
 
