@@ -1,7 +1,8 @@
 """Reading a run's outputs back: what failed or went missing, and every record's result by chunk.
 
 Blocking (boto3 + the data plane), run from a worker thread. Memory stays bounded by one chunk's
-results at a time: outputs are streamed line by line, one chunk after another.
+results at a time: outputs are streamed a few MB at a time, one chunk after another, and the result
+file is uploaded while it is written.
 """
 from __future__ import annotations
 
@@ -14,21 +15,30 @@ from typing import Iterator
 import orjson
 
 from shared.adapters.objects import SyncObjects
-from shared.dataplane.assemble import AssembleSummary, RecordResult, assemble, parse_output_lines
+from shared.dataplane.assemble import (
+    AssembleSummary, ChunkResults, SourceResults, assemble, merge_results, parse_output_lines, read_output_blocks,
+    source_results_of,
+)
 from shared.dataplane.prepare import record_id
 from shared.dataplane.splitter import Chunk, SplitPlan
 from shared.domain import layout
-from shared.domain.bodies import family_of
+from shared.domain.bodies import Family, family_of
 from shared.domain.runs import Job, Run, job_key
 from shared.settings import Settings
 
 
-def output_lines(job: Job, objects: SyncObjects) -> Iterator[bytes]:
-    """A job's output lines, from `{output}/{jobId}/{input file}.out`; none if it never ran."""
+def output_uri(job: Job) -> str | None:
+    """Where a job's output is, `{output}/{jobId}/{input file}.out`; None if it never ran."""
     if job.bedrock_arn is None:
-        return iter(())
+        return None
     bedrock_id = job.bedrock_arn.rsplit("/", 1)[-1]
-    return objects.lines(f"{job.output_uri}{bedrock_id}/{job.chunk_uri.rsplit('/', 1)[-1]}.out")
+    return f"{job.output_uri}{bedrock_id}/{job.chunk_uri.rsplit('/', 1)[-1]}.out"
+
+
+def output_lines(job: Job, objects: SyncObjects) -> Iterator[bytes]:
+    """A job's output lines; none if it never ran."""
+    uri = output_uri(job)
+    return iter(()) if uri is None else objects.lines(uri)
 
 
 @dataclass
@@ -97,24 +107,32 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
         for job in jobs:
             by_chunk.setdefault(job.index, []).append(job)
 
-        def results_for_chunk(chunk: Chunk) -> dict[str, RecordResult]:
-            merged: dict[str, RecordResult] = {}
-            sources = [output_lines(job, objects) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
-            sources.append(objects.lines(layout.ondemand_uri(settings, run.run_id, chunk.index)))
-            for lines in sources:
-                for rid, result in parse_output_lines(lines, family, converse).items():
-                    if rid not in merged or merged[rid].error is not None:
-                        merged[rid] = result
-            return merged
+        def results_for_chunk(chunk: Chunk) -> ChunkResults:
+            uris = [output_uri(job) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
+            uris.append(layout.ondemand_uri(settings, run.run_id, chunk.index))
+            rows = chunk.end_row - chunk.first_row
+            return merge_results(rows, [_source_results(uri, chunk, objects=objects, family=family, converse=converse)
+                                        for uri in uris if uri is not None])
 
-        result_path = workdir / f"results.{fmt}"
-        with open(result_path, "wb") as out:
+        # Written straight to S3 as it is assembled: the upload overlaps the join, and an error
+        # aborts it, so a result object only ever appears whole.
+        with objects.writing(result_uri) as out:
             summary = assemble(rows_path, _plan(run, jobs), results_for_chunk, out_format=fmt, out_stream=out,
                                family=family, converse=converse)
-        objects.upload_file(str(result_path), result_uri)
         return result_uri, summary
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _source_results(uri: str, chunk: Chunk, *, objects: SyncObjects, family: Family, converse: bool) -> SourceResults:
+    """One output file's results on its chunk's rows: read with Arrow, or line by line where only
+    that reads it exactly (a torn line, an unexpected shape, Titan embeddings)."""
+    rows = chunk.end_row - chunk.first_row
+    found = read_output_blocks(objects.blocks(uri), family, converse, first_row=chunk.first_row, rows=rows)
+    if found is None:
+        found = source_results_of(parse_output_lines(objects.lines(uri), family, converse),
+                                  first_row=chunk.first_row, rows=rows)
+    return found
 
 
 def _plan(run: Run, jobs: list[Job]) -> SplitPlan:

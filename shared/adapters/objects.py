@@ -1,8 +1,12 @@
-"""S3 objects: streamed reads (one GET each, never ranged) and uploads from local files."""
+"""S3 objects: streamed reads (one GET each, never ranged), uploads from local files and from a
+stream written as it uploads."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import queue
+import threading
 from typing import Any, BinaryIO, Iterator
 
 from boto3.s3.transfer import TransferConfig
@@ -37,6 +41,10 @@ class SyncObjects:
     def __init__(self, s3: Any) -> None:
         self._s3 = s3
         self._transfer = _transfer_config()
+        self._stream_transfer = _transfer_config()
+        # A stream's parts are read into memory before they are sent (~25 MB of RSS each in the
+        # benchmark); two keep the upload going while the next part is written.
+        self._stream_transfer.max_in_memory_upload_chunks = 2
 
     def open(self, uri: str) -> BinaryIO:
         """A file-like over the object, read with a single streaming GET."""
@@ -105,6 +113,57 @@ class SyncObjects:
             raise translate(exc, f"reading {uri}") from exc
         yield from _split_lines(body.iter_chunks(_READ_BYTES))
 
+    def blocks(self, uri: str, size: int = _READ_BYTES) -> Iterator[bytes]:
+        """The object's bytes as they arrive, in blocks of up to `size`; nothing if it does not exist."""
+        bucket, key = split_uri(uri)
+        try:
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return
+            raise translate(exc, f"reading {uri}") from exc
+        try:
+            yield from body.iter_chunks(size)
+        finally:
+            body.close()  # also when the reader stops early: the connection is not reused half-read
+
+    @contextlib.contextmanager
+    def writing(self, uri: str) -> Iterator[BinaryIO]:
+        """A stream whose bytes are uploaded to `uri` (multipart if large) while they are written.
+
+        The object appears only if the block ends without an error: an error aborts the upload,
+        leaving no object, and is raised as it was. A failed upload raises from the block's writes
+        or at its end.
+        """
+        bucket, key = split_uri(uri)
+        pipe = _Pipe()
+        failure: list[BaseException] = []
+
+        def upload() -> None:
+            try:
+                self._s3.upload_fileobj(_PipeReader(pipe), bucket, key, Config=self._stream_transfer)
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                failure.append(exc)
+            finally:
+                pipe.reader_done()
+
+        thread = threading.Thread(target=upload, name=f"upload-{key.rsplit('/', 1)[-1]}", daemon=True)
+        thread.start()
+        writer = _PipeWriter(pipe)
+        try:
+            yield writer
+            writer.finish()
+        except BaseException as exc:
+            upload_stopped = pipe.reader_finished()  # on its own, before this abort
+            pipe.abort(exc)
+            thread.join()
+            if upload_stopped and failure:
+                raise _upload_error(failure[0], uri) from exc
+            raise
+        thread.join()
+        if failure:
+            raise _upload_error(failure[0], uri) from failure[0]
+
     def keys(self, uri: str) -> list[str]:
         """Keys under a prefix URI."""
         bucket, prefix = split_uri(uri)
@@ -149,6 +208,129 @@ class _Slice(io.RawIOBase):
         data = self._handle.read(size)
         self._left -= len(data)
         return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _UploadFailed(Exception):
+    """The upload behind a pipe stopped; the writer learns it on its next write."""
+
+
+def _upload_error(exc: BaseException, uri: str) -> Exception:
+    return translate(exc, f"writing {uri}") if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+class _Aborted(Exception):
+    """Raised to the uploader by the pipe when its writer failed, so the upload aborts."""
+
+
+_EOF = object()
+# Bytes move through the pipe in pieces of 256 KiB, at most 16 waiting: the writer runs at most
+# 4 MiB ahead of the upload, which is enough to cover the pauses while the next chunk is read.
+_PIPE_PIECE = 256 << 10
+_PIPE_DEPTH = 16
+
+
+class _Pipe:
+    """A bounded queue of byte pieces from one writing thread to one uploading thread."""
+
+    def __init__(self) -> None:
+        self._pieces: queue.Queue = queue.Queue(_PIPE_DEPTH)
+        self._aborted: BaseException | None = None
+        self._reader_done = threading.Event()
+
+    def put(self, piece: object) -> None:
+        while True:
+            if self._reader_done.is_set():
+                raise _UploadFailed("the upload stopped before the stream ended")
+            try:
+                self._pieces.put(piece, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> object:
+        while True:
+            if self._aborted is not None:
+                raise _Aborted("the stream's writer failed; the upload is abandoned") from self._aborted
+            try:
+                return self._pieces.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def abort(self, exc: BaseException) -> None:
+        self._aborted = exc
+
+    def reader_done(self) -> None:
+        self._reader_done.set()
+
+    def reader_finished(self) -> bool:
+        return self._reader_done.is_set()
+
+
+class _PipeWriter(io.RawIOBase):
+    """The writing end: a write-only, non-seekable binary stream (tell() counts bytes written)."""
+
+    def __init__(self, pipe: _Pipe) -> None:
+        self._pipe = pipe
+        self._buffer = bytearray()
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        self._written += len(view)
+        if len(self._buffer) >= _PIPE_PIECE:
+            self._pipe.put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(view)
+
+    def tell(self) -> int:
+        return self._written
+
+    def finish(self) -> None:
+        if self._buffer:
+            self._pipe.put(bytes(self._buffer))
+            self._buffer.clear()
+        self._pipe.put(_EOF)
+
+
+class _PipeReader(io.RawIOBase):
+    """The reading end, for upload_fileobj: read(n) blocks until n bytes or the end, like a file
+    (s3transfer takes a short read as the end of a part, and parts but the last must be >= 5 MiB)."""
+
+    def __init__(self, pipe: _Pipe) -> None:
+        self._pipe = pipe
+        self._held = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = float("inf") if size is None or size < 0 else size
+        out: list[bytes] = []
+        have = 0
+        while have < want:
+            if not self._held:
+                if self._ended:
+                    break
+                piece = self._pipe.get()
+                if piece is _EOF:
+                    self._ended = True
+                    break
+                self._held = piece  # type: ignore[assignment]
+            take = self._held if have + len(self._held) <= want else self._held[: int(want - have)]
+            self._held = self._held[len(take):]
+            out.append(take)
+            have += len(take)
+        return b"".join(out)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
