@@ -14,14 +14,11 @@ but moto shares the machine's cores with the worker, as a local stack does.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from bench_dataplane import DATA, MODEL, TARGET_ROWS_S, TARGET_RSS_MB, TEMPLATE, ensure_input, input_path  # noqa: E402
+import bench_dataplane  # noqa: E402
+from bench_dataplane import DATA, MODEL, TEMPLATE, bench_main, input_path, print_row  # noqa: E402
 
 ACCOUNT = "123456789012"
 FAKE_BEDROCK_JOB_ID = "benchjob0001"
@@ -138,19 +136,6 @@ def case_postprocess(rows: int, fmt: str) -> dict:
 CASES = {"preprocess": case_preprocess, "fake_outputs": case_fake_outputs, "postprocess": case_postprocess}
 
 
-def run_child(case: str, rows: int, fmt: str) -> tuple[dict, float]:
-    """Run one case in a fresh interpreter; return its result and its own peak RSS in MB."""
-    # The workers' environment: glibc's per-thread malloc arenas otherwise keep upload threads' buffers.
-    proc = subprocess.Popen([sys.executable, __file__, "--case", case, "--rows", str(rows), "--fmt", fmt],
-                            stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "MALLOC_ARENA_MAX": "2"})
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"case {case} {rows} {fmt} failed with exit code {proc.returncode}")
-    return json.loads(stdout.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
-
-
 # --- the local S3 --------------------------------------------------------------------------------
 
 def start_local_s3(log_dir: Path):
@@ -209,34 +194,12 @@ def _check(ok: bool, what: str) -> None:
         raise SystemExit(f"wrong counts: {what}")
 
 
+def run_child(case: str, rows: int, fmt: str) -> tuple[dict, float]:
+    return bench_dataplane.run_child(case, rows, fmt, script=__file__)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--case", choices=sorted(CASES))
-    parser.add_argument("--rows", type=int)
-    parser.add_argument("--fmt", choices=["csv", "parquet"])
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(CASES[args.case](args.rows, args.fmt)))
-        return
-    sizes = [int(s) for s in os.environ.get("BENCH_ROWS", "220000,2200000").split(",")]
-    formats = os.environ.get("BENCH_FORMATS", "csv,parquet").split(",")
-    table: list = []
-    for rows in sizes:
-        ensure_input(rows)
-        for fmt in formats:
-            bench_case(rows, fmt, table)
-    print()
-    print("against the local S3 (moto server), through stage_input and assemble_results:")
-    print(f"{'step':<11} {'format':<8} {'rows':>10} {'rows/s':>10} {'seconds':>8} {'peak RSS MB':>12}  target")
-    for step, fmt, rows, rate, seconds, rss in table:
-        ok = rate >= TARGET_ROWS_S and rss < TARGET_RSS_MB
-        print(f"{step:<11} {fmt:<8} {rows:>10,} {rate:>10,.0f} {seconds:>8.1f} {rss:>12.0f}  {'ok' if ok else 'MISSED'}")
-    print(f"(targets: >= {TARGET_ROWS_S:,} rows/s, peak RSS < {TARGET_RSS_MB} MB, flat across sizes)")
-
-
-def print_row(step, fmt, rows, rate, seconds, rss, note="") -> None:
-    print(f"  {step} {fmt} {rows:,} rows: {rate:,.0f} rows/s, {seconds:.1f} s, peak RSS {rss:.0f} MB"
-          + (f" ({note})" if note else ""), flush=True)
+    bench_main(CASES, bench_case, "against the local S3 (moto server), through stage_input and assemble_results:")
 
 
 if __name__ == "__main__":

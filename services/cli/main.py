@@ -9,12 +9,9 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.errors import QuarryError
@@ -89,7 +86,7 @@ def _local(args: argparse.Namespace) -> None:
     stack = LocalStack(StackConfig(engine=getattr(args, "engine", "fast")))
     if args.local_command == "up":
         stack.up(say=lambda line: console.print(f"[dim]·[/] {line}"))
-        console.print(f"[green]local stack up[/]. Point a shell at it with: eval \"$(quarry local env)\"")
+        console.print("[green]local stack up[/]. Point a shell at it with: eval \"$(quarry local env)\"")
     elif args.local_command == "down":
         stack.down(say=lambda line: console.print(f"[dim]·[/] {line}"))
         console.print("local stack down")
