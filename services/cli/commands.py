@@ -55,19 +55,37 @@ async def submit(args: argparse.Namespace, *, console: Console, out: Console) ->
 async def status(args: argparse.Namespace, *, console: Console, out: Console) -> None:
     settings = Settings()
     if args.run_id is None:
-        async with async_clients(settings, "dynamodb") as aws:
+        async with async_clients(settings, "dynamodb", "sqs") as aws:
             runs = await RunStore(aws["dynamodb"], settings.table).list_runs(limit=20)
+            parked = await _parked_messages(Queues(aws["sqs"], settings))
         table = Table("run", "status", "created", "rows", "input")
         for run in runs:
             rows = f"{run.total_rows:,}" if run.total_rows is not None else "-"
             table.add_row(run.run_id, run.status, run.created_at.strftime("%Y-%m-%d %H:%M:%S"), rows, run.input_uri)
         out.print(table)
+        for queue, count in parked.items():
+            console.print(f"[yellow]warning:[/] {count} message(s) parked in {settings.queue_name(queue)}: "
+                          "a worker could not handle them; its log says why")
         return
     if args.follow:
         await _follow(args.run_id, settings, console)
     else:
         run, jobs = await _load(args.run_id, settings)
         out.print(_describe(run, jobs))
+
+
+async def _parked_messages(queues: Queues) -> dict[str, int]:
+    """Messages waiting in each worker's dead-letter queue, where there are any."""
+    from shared.bootstrap import WORKERS
+
+    parked = {}
+    for worker in WORKERS:
+        url = await queues.url(f"{worker}-dlq")
+        attributes = await queues.attributes(url, "ApproximateNumberOfMessages")
+        count = int(attributes.get("ApproximateNumberOfMessages", "0"))
+        if count:
+            parked[f"{worker}-dlq"] = count
+    return parked
 
 
 async def results(args: argparse.Namespace, *, console: Console, out: Console) -> None:

@@ -36,3 +36,10 @@ class Queues:
                                          DelaySeconds=max(0, min(delay_s, MAX_DELAY_S)))
         except ClientError as exc:
             raise translate(exc, f"sending {type(message).__name__} to {worker}") from exc
+
+    async def attributes(self, url: str, *names: str) -> dict[str, str]:
+        try:
+            response = await self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(names))
+        except ClientError as exc:
+            raise translate(exc, f"reading attributes of {url}") from exc
+        return response.get("Attributes", {})

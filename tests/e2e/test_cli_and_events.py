@@ -59,3 +59,16 @@ def test_throttled_job_creates_back_off_and_the_run_still_succeeds(stack, aws):
 
     assert run.status == "SUCCEEDED" and run.summary["rows"] == 120
     assert "succeeded" in mail_about(stack, run.run_id)["subject"]
+
+
+def test_quarry_status_warns_about_messages_parked_in_a_dead_letter_queue(stack, aws, capsys):
+    queue = aws["sqs"].get_queue_url(QueueName="quarry-notify")["QueueUrl"]
+    aws["sqs"].send_message(QueueUrl=queue, MessageBody='{"type": "NotAMessage"}')
+    dlq = aws["sqs"].get_queue_url(QueueName="quarry-notify-dlq")["QueueUrl"]
+    wait_until(lambda: int(aws["sqs"].get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+                           ["Attributes"]["ApproximateNumberOfMessages"]), what="the bad message to be parked")
+
+    quarry(["status"])
+
+    assert "parked in quarry-notify-dlq" in capsys.readouterr().err.replace("\n", "")
+    aws["sqs"].purge_queue(QueueUrl=dlq)
