@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from tests.e2e.conftest import finished_run, latest_runs, load_run, mail_about, run_for, sample, wait_until
@@ -89,7 +88,9 @@ def test_the_same_object_event_delivered_twice_starts_one_run(stack, aws):
         aws["sqs"].send_message(QueueUrl=queue, MessageBody=json.dumps(event))
 
     run = finished_run(uri)
-    time.sleep(3)
+    wait_until(lambda: all(aws["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=[name])["Attributes"][name] == "0"
+                           for name in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")),
+               what="preprocess to have handled every copy of the event")
 
     assert [r.run_id for r in latest_runs() if r.input_uri == uri] == [run.run_id]
 
