@@ -68,11 +68,10 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
         wanted = {record_id(row) for row in range(first.first_row, first.end_row)} - done
         if not wanted:
             continue
-        records = [record for record in _records(first, objects) if record["recordId"] in wanted]
-        if len(records) >= settings.min_records_per_job:
-            plan.jobs.append(_retry_job(first, records, objects=objects))
+        if len(wanted) >= settings.min_records_per_job:
+            plan.jobs.append(_retry_job(first, wanted, objects=objects))
         else:
-            plan.on_demand[index] = records
+            plan.on_demand[index] = [record for record in _records(first, objects) if record["recordId"] in wanted]
     return plan
 
 
@@ -81,13 +80,20 @@ def _records(job: Job, objects: SyncObjects) -> Iterator[dict]:
         yield orjson.loads(line)
 
 
-def _retry_job(first: Job, records: list[dict], *, objects: SyncObjects) -> Job:
+def _retry_job(first: Job, wanted: set[str], *, objects: SyncObjects) -> Job:
+    """A retry job over the chunk's wanted records, its input streamed to S3 (a whole failed job's
+    input may be up to a gigabyte, so it is never held in memory)."""
     uri = first.chunk_uri.replace(".jsonl", "-retry.jsonl")
-    data = b"".join(orjson.dumps(record) + b"\n" for record in records)
-    objects.put(uri, data)
+    records = size = 0
+    with objects.writing(uri) as out:
+        for line in objects.lines(first.chunk_uri):
+            if orjson.loads(line)["recordId"] in wanted:
+                out.write(line + b"\n")
+                records += 1
+                size += len(line) + 1
     return first.model_copy(update={
         "job_key": job_key(first.index, 1), "attempt": 1, "status": "PENDING", "version": 0, "chunk_uri": uri,
-        "records": len(records), "bytes": len(data), "bedrock_arn": None, "bedrock_status": None, "message": None,
+        "records": records, "bytes": size, "bedrock_arn": None, "bedrock_status": None, "message": None,
         "processed": 0, "succeeded": 0, "failed": 0,
     })
 
