@@ -171,7 +171,10 @@ def _profile_of(key: str) -> str:
 
 
 def _sidecar(objects: SyncObjects, uri: str) -> SpecOverrides:
-    raw = objects.read_small(uri + SIDECAR_SUFFIX)
+    try:
+        raw = objects.read_small(uri + SIDECAR_SUFFIX)
+    except PermanentError as exc:
+        raise InvalidRunSpec(f"the sidecar cannot be used: {exc}") from None
     if raw is None:
         return SpecOverrides()
     try:

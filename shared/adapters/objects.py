@@ -16,6 +16,8 @@ from shared.adapters.aws import translate
 from shared.errors import PermanentError
 
 _READ_BYTES = 1 << 20
+# Sidecar specs are read whole; nothing a spec needs comes near this.
+_SMALL_BYTES = 1 << 20
 
 
 def _transfer_config() -> TransferConfig:
@@ -64,15 +66,17 @@ class SyncObjects:
         except ClientError:
             return None
 
-    def read_small(self, uri: str) -> bytes | None:
-        """A small object's bytes (a sidecar spec), or None if it does not exist."""
-        bucket, key = split_uri(uri)
-        try:
-            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise translate(exc, f"reading {uri}") from exc
+    def read_small(self, uri: str, limit: int = _SMALL_BYTES) -> bytes | None:
+        """A small object's bytes (a sidecar spec), or None if it does not exist; larger than
+        `limit` is a PermanentError, so a stray big file is never read into memory."""
+        body = self._body_or_none(uri)
+        if body is None:
+            return None
+        with body:
+            data = body.read(limit + 1)
+        if len(data) > limit:
+            raise PermanentError(f"{uri} is over {limit:,} bytes; a spec file must be small JSON")
+        return data
 
     def upload_range(self, path: str, offset: int, length: int, uri: str) -> None:
         """Upload `length` bytes of a local file from `offset` as one object (multipart if large)."""
@@ -104,28 +108,29 @@ class SyncObjects:
 
     def lines(self, uri: str) -> Iterator[bytes]:
         """The object's lines, streamed; nothing if the object does not exist."""
-        bucket, key = split_uri(uri)
-        try:
-            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return
-            raise translate(exc, f"reading {uri}") from exc
-        yield from _split_lines(body.iter_chunks(_READ_BYTES))
+        body = self._body_or_none(uri)
+        if body is not None:
+            yield from _split_lines(body.iter_chunks(_READ_BYTES))
 
     def blocks(self, uri: str, size: int = _READ_BYTES) -> Iterator[bytes]:
         """The object's bytes as they arrive, in blocks of up to `size`; nothing if it does not exist."""
-        bucket, key = split_uri(uri)
-        try:
-            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return
-            raise translate(exc, f"reading {uri}") from exc
+        body = self._body_or_none(uri)
+        if body is None:
+            return
         try:
             yield from body.iter_chunks(size)
         finally:
             body.close()  # also when the reader stops early: the connection is not reused half-read
+
+    def _body_or_none(self, uri: str) -> Any:
+        """The object's streaming body from one GET, or None if it does not exist."""
+        bucket, key = split_uri(uri)
+        try:
+            return self._s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise translate(exc, f"reading {uri}") from exc
 
     @contextlib.contextmanager
     def writing(self, uri: str) -> Iterator[BinaryIO]:

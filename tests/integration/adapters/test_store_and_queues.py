@@ -106,3 +106,18 @@ async def test_a_message_sent_to_a_worker_queue_arrives_as_it_was_sent(moto_env)
         received = await aws["sqs"].receive_message(QueueUrl=await queues.url("submit"), WaitTimeSeconds=2)
 
     assert SUBMIT_INBOX.validate_json(received["Messages"][0]["Body"]) == message
+
+
+def test_a_small_read_refuses_an_object_over_its_limit(moto_env):
+    import boto3
+
+    from shared.adapters.objects import SyncObjects
+    from shared.errors import PermanentError
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket="quarry-inputs", Key="incoming/qa/big.csv.spec.json", Body=b"x" * 2048)
+    objects = SyncObjects(s3)
+
+    with pytest.raises(PermanentError, match="over 1,024 bytes"):
+        objects.read_small("s3://quarry-inputs/incoming/qa/big.csv.spec.json", limit=1024)
+    assert objects.read_small("s3://quarry-inputs/incoming/qa/missing.spec.json") is None
