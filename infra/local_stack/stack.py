@@ -137,13 +137,19 @@ class LocalStack:
     def _subscribe_mail(self, topic_arn: str) -> None:
         resources.subscribe_http(self._clients()["sns"], topic_arn, f"{self.config.url(self.config.mail_http_port)}/sns")
 
-    def _start_worker(self, worker: str) -> None:
+    def _start_worker(self, worker: str, timeout: float = 60) -> None:
+        """Start a worker and return once it logs that it consumes its queue (or fail with its log)."""
         log_path = self.logs / f"{worker}.log"
+        start = log_path.stat().st_size if log_path.exists() else 0  # the log is appended to across runs
         process = spawn([sys.executable, "-m", f"services.{worker}.main"], log_path=log_path,
                         env=self.config.env(), detach=True)
-        time.sleep(0.2)
-        if process.poll() is not None:
-            raise RuntimeError(f"{worker} exited at start:\n{log_path.read_text()[-2000:]}")
+        deadline = time.monotonic() + timeout
+        while b'"consumer_started"' not in log_path.read_bytes()[start:]:
+            if process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is None:
+                    _terminate(process.pid)
+                raise RuntimeError(f"{worker} did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
         (self.pids / f"{worker}.pid").write_text(str(process.pid))
 
     def _record(self, name: str, server: Server) -> None:

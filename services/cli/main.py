@@ -85,7 +85,11 @@ def _local(args: argparse.Namespace) -> None:
 
     stack = LocalStack(StackConfig(engine=getattr(args, "engine", "fast")))
     if args.local_command == "up":
-        stack.up(say=lambda line: console.print(f"[dim]·[/] {line}"))
+        try:
+            stack.up(say=lambda line: console.print(f"[dim]·[/] {line}"))
+        except RuntimeError as exc:  # a part that would not start: its log tail says why
+            console.print(f"[red]error:[/] {exc}\nLogs are in {stack.logs}; `quarry local down` stops what did start.")
+            sys.exit(1)
         console.print("[green]local stack up[/]. Point a shell at it with: eval \"$(quarry local env)\"")
     elif args.local_command == "down":
         stack.down(say=lambda line: console.print(f"[dim]·[/] {line}"))
