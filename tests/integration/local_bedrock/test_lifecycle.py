@@ -101,16 +101,16 @@ def test_record_counts_advance_while_in_progress(paced, s3, buckets):
     assert len([count for count in seen if 0 < count < 150]) >= 3, seen
 
 
-def test_a_stopped_job_goes_through_stopping_and_keeps_what_it_processed(paced, s3, buckets):
+def test_a_stopped_job_goes_through_stopping_and_keeps_what_it_processed(paced, driver, s3, buckets, job_events_queue):
     uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(150)))
     arn = create_job(paced, input_uri=uri, output_bucket=buckets[1], timeoutDurationInHours=168)
     wait_for(paced, arn, {"InProgress"})
 
     paced.stop_model_invocation_job(jobIdentifier=arn)
-    stopping = paced.get_model_invocation_job(jobIdentifier=arn)
     job = wait_for(paced, arn)
+    events = received_events(driver.client("sqs"), job_events_queue, arn, until="Stopped")
 
-    assert stopping["status"] in ("Stopping", "Stopped")
+    assert [e["detail"]["status"] for e in events][-3:] == ["InProgress", "Stopping", "Stopped"]
     assert job["status"] == "Stopped" and 0 < job["processedRecordCount"] < 150
     assert len(read_output(s3, buckets[1], arn, "input.jsonl")) == job["processedRecordCount"]
     assert read_manifest(s3, buckets[1], arn)["processedRecordCount"] == job["processedRecordCount"]
@@ -183,4 +183,5 @@ def test_jobs_beyond_the_per_model_limit_exceed_the_quota(slow, buckets):
 
     assert exc.value.response["Error"]["Code"] == "ServiceQuotaExceededException"
     assert "limit of 2 submitted and in-progress" in exc.value.response["Error"]["Message"]
-    assert other_model and after_a_slot_frees
+    for arn in (other_model, after_a_slot_frees):
+        assert slow.get_model_invocation_job(jobIdentifier=arn)["status"] == "Submitted"
