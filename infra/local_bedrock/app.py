@@ -18,11 +18,13 @@ from pydantic import ValidationError
 
 from infra.local_bedrock import catalogue, protocol
 from infra.local_bedrock.batch import BatchRunner
+from infra.local_bedrock.custom_models import CustomModelStore
 from infra.local_bedrock.errors import BedrockError, conflict, not_found, throttled, validation
 from infra.local_bedrock.events import EventPublisher
 from infra.local_bedrock.faults import FaultRegistry, FaultSpec
 from infra.local_bedrock.inference import Engines, invoke_many
 from infra.local_bedrock.jobs import TERMINAL, JobStore
+from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.settings import Settings
 
 log = structlog.get_logger("local_bedrock.app")
@@ -35,6 +37,8 @@ class LocalBedrock:
     def __init__(self, settings: Settings, *, s3: Any, events: Any) -> None:
         self.settings = settings
         self.faults = FaultRegistry()
+        self.state = StateDir(settings.home)
+        self.custom_models = CustomModelStore(region=settings.region, account_id=settings.account_id)
         self.jobs = JobStore(region=settings.region, account_id=settings.account_id,
                              max_active_per_model=settings.limits.max_active_jobs_per_model)
         self.engines = Engines(settings)

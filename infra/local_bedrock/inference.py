@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from infra.local_bedrock import families
 from infra.local_bedrock.catalogue import FoundationModel
 from infra.local_bedrock.engines import EmbeddingEngine, TextEngine, TextRequest
-from infra.local_bedrock.engines.fast import FastEmbeddingEngine, FastTextEngine
+from infra.local_bedrock.custom_models import CustomModel
+from infra.local_bedrock.engines.fast import FastCustomTextEngine, FastEmbeddingEngine, FastTextEngine
 from infra.local_bedrock.errors import BedrockError
 from infra.local_bedrock.settings import EngineName, Settings
 
@@ -32,13 +33,31 @@ class Engines:
         self._settings = settings
         self._text: dict[EngineName, TextEngine] = {}
         self._embedding: dict[EngineName, EmbeddingEngine] = {}
+        self._custom: dict[str, TextEngine] = {}
 
-    def text(self, model: FoundationModel) -> TextEngine:
+    def text(self, model: FoundationModel, custom: CustomModel | None = None) -> TextEngine:
+        if custom is not None:
+            return self.custom_text(custom)
         name = self._settings.engine_for(model.model_id)
         if name not in self._text:
             self._text[name] = FastTextEngine() if name == "fast" else _real().SmolLM2TextEngine(
                 batch_size=self._settings.batch_size, repetition_penalty=self._settings.real_repetition_penalty)
         return self._text[name]
+
+    def custom_text(self, custom: CustomModel) -> TextEngine:
+        """The engine serving a custom model's weights: the engine that trained them, loaded once."""
+        if custom.model_id not in self._custom:
+            if custom.engine == "fast":
+                self._custom[custom.model_id] = FastCustomTextEngine.load(custom.weights_dir)
+            else:
+                self._custom[custom.model_id] = _real().custom_text_engine(
+                    custom.weights_dir, batch_size=self._settings.batch_size,
+                    repetition_penalty=self._settings.real_repetition_penalty)
+        return self._custom[custom.model_id]
+
+    def forget_custom(self, model_id: str) -> None:
+        """Drop a custom model's loaded engine (the model was deleted or is no longer hosted)."""
+        self._custom.pop(model_id, None)
 
     def embedding(self, model: FoundationModel) -> EmbeddingEngine:
         name = self._settings.engine_for(model.model_id)
@@ -63,8 +82,12 @@ def _real():
     return real
 
 
-def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any], converse: bool) -> list[Outcome]:
-    """Run bodies of one model as a mini-batch; blocking, so call it from a worker thread."""
+def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any], converse: bool,
+                custom: CustomModel | None = None) -> list[Outcome]:
+    """Run bodies of one model as a mini-batch; blocking, so call it from a worker thread.
+
+    `model` is the family the bodies are read and answered in; for a custom model it is the base
+    model, and `custom` names the weights that generate."""
     started = time.monotonic()
     outcomes: list[Outcome | None] = [None] * len(bodies)
     parsed: dict[int, Any] = {}
@@ -76,7 +99,7 @@ def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any],
     if model.is_embedding and not converse:
         _embed(engines.embedding(model), parsed, outcomes)
     else:
-        _generate(engines.text(model), model, parsed, outcomes, converse, started)
+        _generate(engines.text(model, custom), model, parsed, outcomes, converse, started)
     return [outcome for outcome in outcomes if outcome is not None]
 
 

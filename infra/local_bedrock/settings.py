@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     # The real engine's repetition penalty: SmolLM2-135M loops on long inputs without one.
     real_repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
     event_bus: str = "default"
+    # Where jobs, custom models, provisioned throughputs and model weights are kept across
+    # restarts. Relative paths are taken from the working directory; tests give each server its own.
+    home: Path = Path(".local/bedrock")
     limits: Limits = Field(default_factory=Limits)
     delays: Delays = Field(default_factory=Delays)
 

@@ -68,3 +68,20 @@ class FastEmbeddingEngine:
         if normalize and norm:
             vector = [v / norm for v in vector]
         return EmbeddingResult(vector, count_tokens(text))
+
+
+class FastCustomTextEngine:
+    """A fast custom model: answers from the training records its fast trainer kept.
+
+    Stub of the interface for the customization work (issue 7): `load(weights_dir)` reads what
+    engines/fast_training.py wrote there. Not implemented yet.
+    """
+
+    name = "fast-custom"
+
+    @classmethod
+    def load(cls, weights_dir):  # pragma: no cover - replaced by the customization work
+        raise NotImplementedError("fast custom models are not implemented yet")
+
+    def generate(self, requests: Sequence[TextRequest]) -> list[TextResult]:  # pragma: no cover
+        raise NotImplementedError
