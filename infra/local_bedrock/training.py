@@ -4,6 +4,14 @@ A trainer turns a job's data and hyperparameters into a custom model's weights u
 `TrainingSpec.output_dir`. It is an async iterator of progress events, so the job's runner can
 write the metrics CSVs and update the job as training goes, and can stop it by closing the
 iterator (`aclose()`), which must end training promptly (the real trainer kills its process).
+To stop a trainer while it is waiting for its next step, the runner cancels the pending step
+(CancelledError is raised inside the generator at its await) and then calls `aclose()`: a
+trainer releases what it holds (a process, files) in a `finally`.
+
+Steps are numbered from 0, as in Bedrock's step_wise_training_metrics.csv. The runner, not the
+trainer, enforces the faults that end a job part-way (`fail_after_fraction`,
+`stop_after_fraction`): it counts the steps reported against `TrainingStep.total_steps`. A
+trainer acts on `diverge` (its loss rises) and, where it can, `learn_nothing`.
 
 Two trainers exist, one per engine (the engine configured for the base model decides):
 - `fast` (infra/local_bedrock/engines/fast_training.py): no ML packages; steps advance on a clock
@@ -27,6 +35,7 @@ class TrainingFaults:
 
     fail_after_fraction: float | None = None  # fail once this share of the steps is done
     failure_message: str | None = None
+    stop_after_fraction: float | None = None  # stopped (as by StopModelCustomizationJob) at this share
     diverge: bool = False  # the loss rises instead of falling (real: a learning rate that blows up)
     learn_nothing: bool = False  # the custom model answers exactly as its base (fast engine)
 
