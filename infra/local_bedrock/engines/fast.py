@@ -10,9 +10,14 @@ import hashlib
 import math
 import re
 import struct
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Sequence
 
+import orjson
+
 from infra.local_bedrock.engines import EmbeddingResult, TextRequest, TextResult
+from infra.local_bedrock.engines.fast_training import FAST_WEIGHTS, WEIGHTS_FORMAT
 
 # Words and single punctuation marks: close to what a BPE tokenizer counts on English text.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -32,21 +37,28 @@ class FastTextEngine:
         return [self._one(request) for request in requests]
 
     def _one(self, request: TextRequest) -> TextResult:
-        prompt = "\n".join(text for _, text in request.messages)
-        if request.system:
-            prompt = request.system + "\n" + prompt
+        prompt = _prompt(request)
         last_user = next((text for role, text in reversed(request.messages) if role == "user"), prompt)
         digest = hashlib.blake2b(prompt.encode(), digest_size=4).hexdigest()
         words = _TOKEN.findall(last_user)[-40:]
-        text = f"Summary: {' '.join(words)} [#{digest}]"
-        stop_reason = "end_turn"
-        for stop in request.stop_sequences:
-            if stop and stop in text:
-                text, stop_reason = text[: text.index(stop)], "stop_sequence"
-        tokens = _TOKEN.findall(text)
-        if len(tokens) > request.max_tokens:
-            text, stop_reason = " ".join(tokens[: request.max_tokens]), "max_tokens"
-        return TextResult(text, count_tokens(prompt), min(count_tokens(text), request.max_tokens), stop_reason)
+        return _finish(f"Summary: {' '.join(words)} [#{digest}]", prompt, request)
+
+
+def _prompt(request: TextRequest) -> str:
+    prompt = "\n".join(text for _, text in request.messages)
+    return request.system + "\n" + prompt if request.system else prompt
+
+
+def _finish(text: str, prompt: str, request: TextRequest) -> TextResult:
+    """A generated text cut at the request's stop sequences and max_tokens, with its token counts."""
+    stop_reason = "end_turn"
+    for stop in request.stop_sequences:
+        if stop and stop in text:
+            text, stop_reason = text[: text.index(stop)], "stop_sequence"
+    tokens = _TOKEN.findall(text)
+    if len(tokens) > request.max_tokens:
+        text, stop_reason = " ".join(tokens[: request.max_tokens]), "max_tokens"
+    return TextResult(text, count_tokens(prompt), min(count_tokens(text), request.max_tokens), stop_reason)
 
 
 class FastEmbeddingEngine:
@@ -73,15 +85,66 @@ class FastEmbeddingEngine:
 class FastCustomTextEngine:
     """A fast custom model: answers from the training records its fast trainer kept.
 
-    Stub of the interface for the customization work (issue 7): `load(weights_dir)` reads what
-    engines/fast_training.py wrote there. Not implemented yet.
+    A prompt close to a training prompt (Jaccard similarity of their word sets at least
+    MATCH_THRESHOLD; the closest wins) is answered with that record's completion; any other
+    prompt is answered as the base fast engine answers it. So on prompts like its training data a
+    custom model beats its base, as a fine-tuned model should. Weights written under the
+    `learn_nothing` fault answer every prompt as the base does (a custom model equal to its base).
     """
 
     name = "fast-custom"
+    MATCH_THRESHOLD = 0.6
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], *, learn_nothing: bool = False) -> None:
+        self._base = FastTextEngine()
+        self._completions = [completion for _, completion in pairs]
+        self._sizes: list[int] = []
+        # Word -> records holding it: the overlap with every record is counted in one pass.
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        for index, (prompt, _) in enumerate(pairs if not learn_nothing else ()):
+            words = _words(prompt)
+            self._sizes.append(len(words))
+            for word in words:
+                self._postings[word].append(index)
 
     @classmethod
-    def load(cls, weights_dir):  # pragma: no cover - replaced by the customization work
-        raise NotImplementedError("fast custom models are not implemented yet")
+    def load(cls, weights_dir: Path) -> "FastCustomTextEngine":
+        """The engine for the weights the fast trainer wrote under `weights_dir`."""
+        path = Path(weights_dir) / FAST_WEIGHTS
+        try:
+            weights = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise RuntimeError(f"the custom model's weights are missing: {path} does not exist") from None
+        if weights.get("format") != WEIGHTS_FORMAT:
+            raise RuntimeError(f"{path} is not in the fast engine's weights format {WEIGHTS_FORMAT}")
+        return cls([tuple(pair) for pair in weights["pairs"]], learn_nothing=bool(weights.get("learn_nothing")))
 
-    def generate(self, requests: Sequence[TextRequest]) -> list[TextResult]:  # pragma: no cover
-        raise NotImplementedError
+    def generate(self, requests: Sequence[TextRequest]) -> list[TextResult]:
+        return [self._one(request) for request in requests]
+
+    def closest(self, prompt: str) -> int | None:
+        """The index of the training record whose prompt is closest to `prompt`, if close enough."""
+        words = _words(prompt)
+        if not words:
+            return None
+        overlap: Counter[int] = Counter()
+        for word in words:
+            overlap.update(self._postings.get(word, ()))
+        best, best_score = None, 0.0
+        for index, shared in overlap.items():
+            score = shared / (len(words) + self._sizes[index] - shared)
+            if score > best_score:
+                best, best_score = index, score
+        return best if best_score >= self.MATCH_THRESHOLD else None
+
+    def _one(self, request: TextRequest) -> TextResult:
+        last_user = next((text for role, text in reversed(request.messages) if role == "user"), "")
+        match = self.closest(last_user)
+        if match is None:
+            [result] = self._base.generate([request])
+            return result
+        return _finish(self._completions[match], _prompt(request), request)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(word.lower() for word in re.findall(r"\w+", text))
