@@ -27,6 +27,9 @@ class Limits(BaseSettings):
     max_file_bytes: int = Field(1024**3, ge=1)
     max_job_bytes: int = Field(5 * 1024**3, ge=1)
     max_active_jobs_per_model: int = Field(20, ge=1)
+    # Model units across no-commitment Provisioned Throughputs in the account (Service Quotas:
+    # "Model units no-commitment Provisioned Throughputs across custom models", default 2).
+    max_no_commitment_model_units: int = Field(2, ge=0)
 
 
 class Delays(BaseSettings):
@@ -41,6 +44,36 @@ class Delays(BaseSettings):
     per_record: float = Field(0.0, ge=0)
     # timeoutDurationInHours is 24..168; tests set this small to see Expired/PartiallyCompleted.
     seconds_per_hour: float = Field(3600.0, gt=0)
+    # A provisioned throughput's Creating and Updating (minutes on AWS), and a custom model
+    # deployment's Creating.
+    provisioning: float = Field(5.0, ge=0)
+    deployment: float = Field(5.0, ge=0)
+
+
+class Customization(BaseSettings):
+    """Model customization: Bedrock's data quotas per job, and the fast trainer's pace.
+
+    Record limits default to Bedrock's defaults for text models (../shared/BEDROCK.md); the
+    minimum is Quarry's own (Bedrock documents none for every family). Token limits are per family,
+    prompt and completion together, counted with the fast engine's estimate (words and marks).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LOCAL_BEDROCK_CUSTOMIZATION_", frozen=True)
+
+    min_training_records: int = Field(8, ge=1)
+    # Bedrock counts training and validation records together against these.
+    max_fine_tuning_records: int = Field(10_000, ge=1)
+    max_pre_training_records: int = Field(100_000, ge=1)
+    max_validation_records: int = Field(1_000, ge=1)
+    # Titan text 4,096 in+out; Cohere 4,096 in + 2,048 out; Llama 3.x 16,000; Nova's 32k context.
+    max_record_tokens: dict[str, int] = Field(default_factory=lambda: {
+        "titan-text": 4_096, "cohere": 6_144, "llama": 16_000, "nova": 32_000})
+    # The fast trainer's clock: seconds per training step, and per sub-status before training.
+    seconds_per_step: float = Field(0.05, ge=0)
+    validation_seconds: float = Field(1.0, ge=0)
+    data_processing_seconds: float = Field(1.0, ge=0)
+    # The metrics CSVs are rewritten whole every this many steps (and at the end).
+    metrics_every_steps: int = Field(10, ge=1)
 
 
 class Settings(BaseSettings):
@@ -74,6 +107,7 @@ class Settings(BaseSettings):
     home: Path = Path(".local/bedrock")
     limits: Limits = Field(default_factory=Limits)
     delays: Delays = Field(default_factory=Delays)
+    customization: Customization = Field(default_factory=Customization)
 
     @field_validator("host")
     @classmethod
