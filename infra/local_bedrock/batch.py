@@ -12,7 +12,7 @@ import datetime as dt
 import random
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -53,8 +53,9 @@ class BatchRunner:
     """Runs every job's lifecycle in the background."""
 
     def __init__(self, settings: Settings, *, engines: Engines, s3: Any, events: EventPublisher,
-                 executor: Executor) -> None:
+                 executor: Executor, on_change: Callable[[], None] = lambda: None) -> None:
         self._settings = settings
+        self._on_change = on_change
         self._engines = engines
         self._s3 = s3
         self._events = events
@@ -65,9 +66,24 @@ class BatchRunner:
 
     async def start(self, job: Job) -> None:
         """Announce the new job and start its lifecycle."""
+        self._on_change()
         await self._events.job_changed(job)
+        self._launch(job, resumed=False)
+
+    async def resume(self, job: Job) -> None:
+        """Carry on a job that had not ended when the service last stopped: its lifecycle runs
+        again from Validating (outputs are rewritten whole), or a job that was Stopping ends Stopped."""
+        if job.status == "Stopping":
+            await self._set(job, "Stopped", "The job was stopped; the service restarted while it was stopping.")
+            return
+        log.info("job_resumed", job_id=job.job_id, job_name=job.job_name, status=job.status)
+        job.total_records, job.processed, job.succeeded, job.failed = None, 0, 0, 0
+        job.input_tokens = job.output_tokens = 0
+        self._launch(job, resumed=True)
+
+    def _launch(self, job: Job, *, resumed: bool) -> None:
         self._stops[job.job_id] = asyncio.Event()
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
+        self._tasks[job.job_id] = asyncio.create_task(self._run(job, resumed=resumed), name=f"job-{job.job_id}")
 
     async def stop(self, job: Job) -> None:
         """Move a running job to Stopping; its task finishes the records in flight, then Stopped."""
@@ -82,10 +98,11 @@ class BatchRunner:
         self._tasks.clear()
         self._stops.clear()
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, *, resumed: bool = False) -> None:
         bound = log.bind(job_id=job.job_id, job_name=job.job_name, model_id=job.model.model_id)
         try:
-            await self._pause(job, self._settings.delays.submitted)
+            if not resumed:
+                await self._pause(job, self._settings.delays.submitted)
             await self._set(job, "Validating")
             files = await self._validate(job)
             await self._pause(job, self._settings.delays.validating)
@@ -267,6 +284,7 @@ class BatchRunner:
             return
         job.set_status(status, message)
         log.info("job_status_changed", job_id=job.job_id, status=status)
+        self._on_change()
         await self._events.job_changed(job)
 
     async def _pause(self, job: Job, seconds: float) -> None:

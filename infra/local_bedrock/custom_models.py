@@ -14,6 +14,7 @@ from typing import Any
 from infra.local_bedrock import catalogue
 from infra.local_bedrock.catalogue import FoundationModel
 from infra.local_bedrock.errors import conflict, not_found
+from infra.local_bedrock.pagination import aware, page
 
 
 @dataclass
@@ -67,15 +68,17 @@ class CustomModel:
         described.update({key: value for key, value in optional.items() if value is not None})
         return described
 
-    def summary(self, region: str) -> dict[str, Any]:
+    def summary(self, region: str, account_id: str) -> dict[str, Any]:
         """The ListCustomModels summary."""
         return {
             "modelArn": self.model_arn,
             "modelName": self.model_name,
             "creationTime": self.creation_time,
             "baseModelArn": self.base_model.arn(region),
-            "baseModelName": self.base_model.name,
+            # botocore's shape wants "provider.name" here (the model id without its version suffix).
+            "baseModelName": self.base_model.model_id.split(":", 1)[0],
             "customizationType": self.customization_type,
+            "ownerAccountId": account_id,
             "modelStatus": self.status,
         }
 
@@ -135,6 +138,13 @@ class CustomModelStore:
     def all(self) -> list[CustomModel]:
         return list(self._models.values())
 
+    def list(self, params: dict[str, Any]) -> tuple[list[CustomModel], str | None]:
+        """One page of the models matching the ListCustomModels filters, and the next token."""
+        models = [model for model in self._models.values() if _matches(model, params, self.region)]
+        models.sort(key=lambda model: (model.creation_time, model.model_id),
+                    reverse=params.get("sortOrder", "Descending") == "Descending")
+        return page(models, params, default_size=100)
+
     def clear(self) -> None:
         self._models.clear()
 
@@ -145,3 +155,21 @@ class CustomModelStore:
         for record in records:
             model = CustomModel.from_record(record)
             self._models[model.model_id] = model
+
+
+def _matches(model: CustomModel, params: dict[str, Any], region: str) -> bool:
+    # Every model here belongs to this account: asking for models shared with it finds none.
+    if params.get("isOwned") is False:
+        return False
+    if "nameContains" in params and params["nameContains"] not in model.model_name:
+        return False
+    if "modelStatus" in params and model.status != params["modelStatus"]:
+        return False
+    for key in ("baseModelArnEquals", "foundationModelArnEquals"):
+        if key in params and params[key] != model.base_model.arn(region):
+            return False
+    if "creationTimeAfter" in params and model.creation_time <= aware(params["creationTimeAfter"]):
+        return False
+    if "creationTimeBefore" in params and model.creation_time >= aware(params["creationTimeBefore"]):
+        return False
+    return True

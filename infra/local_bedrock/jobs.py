@@ -2,16 +2,21 @@
 rules Bedrock applies at creation (idempotency, unique names, the per-model job quota)."""
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import secrets
 import string
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
+from infra.local_bedrock import catalogue
 from infra.local_bedrock.catalogue import FoundationModel
-from infra.local_bedrock.errors import conflict, not_found, quota_exceeded, validation
+from infra.local_bedrock.errors import conflict, not_found, quota_exceeded
 from infra.local_bedrock.faults import JobFaults
+from infra.local_bedrock.pagination import aware, page
+
+log = structlog.get_logger("local_bedrock.jobs")
 
 TERMINAL = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
 # What Bedrock counts against "submitted + in-progress jobs per base model".
@@ -108,9 +113,26 @@ class Job:
             )
         return described
 
+    def to_record(self) -> dict[str, Any]:
+        """The job as JSON-ready data, to be saved under the service's home."""
+        record = {key: value for key, value in self.__dict__.items() if key not in ("model", "faults")}
+        record.update(model_id_resolved=self.model.model_id, faults=self.faults.model_dump())
+        for name in ("submit_time", "last_modified_time", "end_time"):
+            record[name] = getattr(self, name).isoformat() if getattr(self, name) is not None else None
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Job":
+        fields = dict(record)
+        fields["model"] = catalogue.resolve(fields.pop("model_id_resolved"))
+        fields["faults"] = JobFaults.model_validate(fields["faults"])
+        for name in ("submit_time", "last_modified_time", "end_time"):
+            fields[name] = dt.datetime.fromisoformat(fields[name]) if fields[name] is not None else None
+        return cls(**fields)
+
 
 class JobStore:
-    """Every job of this service, in memory for the life of the process."""
+    """Every job of this service; the service saves them under its home on every status change."""
 
     def __init__(self, *, region: str, account_id: str, max_active_per_model: int) -> None:
         self._region = region
@@ -167,11 +189,7 @@ class JobStore:
         """One page of jobs matching the ListModelInvocationJobs filters, and the next token."""
         jobs = [job for job in self._jobs.values() if _matches(job, params)]
         jobs.sort(key=lambda job: (job.submit_time, job.job_id), reverse=params.get("sortOrder", "Descending") == "Descending")
-        start = _decode_token(params.get("nextToken"))
-        size = params.get("maxResults", 1000)
-        page = jobs[start : start + size]
-        more = start + size < len(jobs)
-        return page, _encode_token(start + size) if more else None
+        return page(jobs, params)
 
     def clear(self) -> None:
         self._jobs.clear()
@@ -180,39 +198,38 @@ class JobStore:
     def all(self) -> list[Job]:
         return list(self._jobs.values())
 
+    def to_records(self) -> list[dict[str, Any]]:
+        return [job.to_record() for job in self._jobs.values()]
+
+    def load_records(self, records: list[dict[str, Any]]) -> list[Job]:
+        """Restore saved jobs; a record that cannot be read back is logged and left out."""
+        loaded = []
+        for record in records:
+            try:
+                job = Job.from_record(record)
+            except (KeyError, TypeError, ValueError, catalogue.UnknownModel) as exc:
+                log.warning("job_not_restored", job_id=record.get("job_id"), error=repr(exc))
+                continue
+            self._jobs[job.job_id] = job
+            if job.client_request_token:
+                self._by_token[job.client_request_token] = job.job_id
+            loaded.append(job)
+        return loaded
+
 
 def _matches(job: Job, params: dict[str, Any]) -> bool:
     if "statusEquals" in params and job.status != params["statusEquals"]:
         return False
     if "nameContains" in params and params["nameContains"] not in job.job_name:
         return False
-    if "submitTimeAfter" in params and job.submit_time <= _aware(params["submitTimeAfter"]):
+    if "submitTimeAfter" in params and job.submit_time <= aware(params["submitTimeAfter"]):
         return False
-    if "submitTimeBefore" in params and job.submit_time >= _aware(params["submitTimeBefore"]):
+    if "submitTimeBefore" in params and job.submit_time >= aware(params["submitTimeBefore"]):
         return False
     return True
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _new_job_id() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(12))
 
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind == "offset":
-            return int(offset)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise validation(f"The nextToken {token} is not valid.")

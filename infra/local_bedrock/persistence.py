@@ -8,6 +8,7 @@ The stores are small (thousands of entries at most), so a whole-file write per c
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ class StateDir:
             data = path.read_bytes()
         except FileNotFoundError:
             return []
-        return orjson.loads(data)
+        try:
+            records = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); move it away to start without that state") from None
+        if not isinstance(records, list):
+            raise ValueError(f"{path} does not hold a list of records; move it away to start without that state")
+        return records
 
     def save(self, name: str, records: list[dict[str, Any]]) -> None:
         """Replace what is saved under `name`, atomically."""
@@ -51,3 +58,8 @@ class StateDir:
         path = self.home.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def clear_areas(self, *names: str) -> None:
+        """Remove the directories of resources that no longer exist (a reset of the service)."""
+        for name in names:
+            shutil.rmtree(self.home / name, ignore_errors=True)
