@@ -18,10 +18,11 @@ from pydantic import ValidationError
 
 from infra.local_bedrock import catalogue, protocol
 from infra.local_bedrock.batch import BatchRunner
-from infra.local_bedrock.custom_models import CustomModelStore
+from infra.local_bedrock.custom_models import CustomModel, CustomModelStore
 from infra.local_bedrock.errors import BedrockError, conflict, not_found, throttled, validation
 from infra.local_bedrock.events import EventPublisher
 from infra.local_bedrock.faults import FaultRegistry, FaultSpec
+from infra.local_bedrock.hosting import Hosting
 from infra.local_bedrock.inference import Engines, invoke_many
 from infra.local_bedrock.jobs import TERMINAL, JobStore
 from infra.local_bedrock.persistence import StateDir
@@ -41,6 +42,7 @@ class LocalBedrock:
         self.custom_models = CustomModelStore(region=settings.region, account_id=settings.account_id)
         self.jobs = JobStore(region=settings.region, account_id=settings.account_id,
                              max_active_per_model=settings.limits.max_active_jobs_per_model)
+        self.hosting = Hosting(settings, custom_models=self.custom_models, faults=self.faults, state=self.state)
         self.engines = Engines(settings)
         self.executor = ThreadPoolExecutor(max_workers=settings.running_jobs, thread_name_prefix="engine")
         publisher = EventPublisher(events, bus=settings.event_bus, account_id=settings.account_id,
@@ -53,6 +55,8 @@ class LocalBedrock:
         if existing is not None:
             # Idempotency: the same token always answers with the job it first created.
             return {"jobArn": existing.job_arn}
+        if self.hosting.is_provisioned_model(params["modelId"]):
+            raise validation("Batch inference isn't supported for provisioned models.")
         model = _model(params["modelId"])
         if self.faults.take_throttle(model.model_id, params["jobName"]):
             raise throttled("Too many requests, please wait before trying again. (injected fault)")
@@ -91,24 +95,114 @@ class LocalBedrock:
             raise not_found(f"The model {params['modelIdentifier']} was not found.") from None
         return {"modelDetails": _model_summary(model, self.settings.region)}
 
+    # --- control plane: provisioned throughput and deployments ----------------------------------
+    async def create_provisioned(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.create_provisioned(params)
+
+    async def get_provisioned(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.get_provisioned(params["provisionedModelId"])
+
+    async def list_provisioned(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.list_provisioned(params)
+
+    async def update_provisioned(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.update_provisioned(params)
+
+    async def delete_provisioned(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.delete_provisioned(params["provisionedModelId"])
+
+    async def create_deployment(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.create_deployment(params)
+
+    async def get_deployment(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.get_deployment(params["customModelDeploymentIdentifier"])
+
+    async def list_deployments(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.list_deployments(params)
+
+    async def delete_deployment(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.hosting.delete_deployment(params["customModelDeploymentIdentifier"])
+
+    # --- control plane: customization jobs and custom models ------------------------------------
+    async def create_customization_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        existing = self.customization_jobs.by_token(params.get("clientRequestToken"))
+        if existing is not None:
+            return {"jobArn": existing.job_arn}
+        model = base_model_for(params["baseModelIdentifier"])
+        kind, hyper_parameters = checked_request(params, model)
+        if take_customization_throttle(self.faults, model_id=model.model_id, job_name=params["jobName"]):
+            raise throttled("Too many requests, please wait before trying again. (injected fault)")
+        job = self.customization_jobs.create(
+            params, model=model, kind=kind, hyper_parameters=hyper_parameters,
+            faults=for_new_customization(self.faults, model_id=model.model_id, job_name=params["jobName"]),
+            model_name_taken=self.custom_models.name_taken)
+        log.info("customization_job_created", job_id=job.job_id, job_name=job.job_name, base_model_id=model.model_id)
+        await self.customizer.start(job)
+        return {"jobArn": job.job_arn}
+
+    async def get_customization_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.customization_jobs.get(params["jobIdentifier"]).describe(self.settings.region)
+
+    async def list_customization_jobs(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        page, token = self.customization_jobs.list(params)
+        body: dict[str, Any] = {"modelCustomizationJobSummaries": [j.summary(self.settings.region) for j in page]}
+        return {**body, "nextToken": token} if token else body
+
+    async def stop_customization_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        job = self.customization_jobs.get(params["jobIdentifier"])
+        if job.status != "InProgress":
+            raise conflict(f"The job {job.job_arn} is {job.status}; only a job InProgress can be stopped.")
+        await self.customizer.stop(job)
+        return {}
+
+    async def get_custom_model(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        return self.custom_models.get(params["modelIdentifier"]).describe(self.settings.region)
+
+    async def list_custom_models(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        page, token = self.custom_models.list(params)
+        body: dict[str, Any] = {"modelSummaries": [m.summary(self.settings.region, self.settings.account_id) for m in page]}
+        return {**body, "nextToken": token} if token else body
+
+    async def delete_custom_model(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+        model = self.custom_models.get(params["modelIdentifier"])
+        self._ensure_custom_model_unused(model)
+        self.custom_models.delete(model.model_id)
+        self.engines.forget_custom(model.model_id)
+        shutil.rmtree(model.weights_dir, ignore_errors=True)
+        self._save_customization()
+        log.info("custom_model_deleted", model_id=model.model_id)
+        return {}
+
+    def _ensure_custom_model_unused(self, model: CustomModel) -> None:
+        """Hook: Bedrock refuses to delete a custom model that a provisioned throughput or a
+        deployment serves (ConflictException); hosting decides."""
+        self.hosting.ensure_custom_model_unused(model)
+
     # --- runtime ---------------------------------------------------------------------------------
     async def invoke(self, request: web.Request, params: dict[str, Any]) -> web.Response:
-        model = _model(params["modelId"])
+        model, custom = self._serving(params["modelId"])
         try:
             body = orjson.loads(params.get("body") or b"")
         except orjson.JSONDecodeError:
             raise validation("Malformed input request: the body is not valid JSON, please reformat your input and try again.") from None
-        outcome = await self._invoke_one(model, body, converse=False)
+        outcome = await self._invoke_one(model, body, converse=False, custom=custom)
         return web.Response(body=orjson.dumps(outcome), content_type="application/json")
 
     async def converse(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
-        model = _model(params["modelId"])
+        model, custom = self._serving(params["modelId"])
         body = {k: v for k, v in params.items() if k in ("messages", "system", "inferenceConfig", "additionalModelRequestFields")}
-        return await self._invoke_one(model, body, converse=True)
+        return await self._invoke_one(model, body, converse=True, custom=custom)
 
-    async def _invoke_one(self, model: catalogue.FoundationModel, body: Any, *, converse: bool) -> dict[str, Any]:
+    def _serving(self, model_id: str) -> tuple[catalogue.FoundationModel, CustomModel | None]:
+        """The family a runtime modelId is answered in and the custom weights behind it, if any:
+        a PT or deployment ARN serves what it hosts; anything else names a foundation model."""
+        target = self.hosting.serving_target(model_id)
+        return (target.model, target.custom) if target is not None else (_model(model_id), None)
+
+    async def _invoke_one(self, model: catalogue.FoundationModel, body: Any, *, converse: bool,
+                          custom: CustomModel | None = None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse)
+        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse, custom)
         if outcome.error is not None:
             raise outcome.error
         return outcome.response
@@ -140,7 +234,12 @@ class LocalBedrock:
         await self.runner.close()
         self.jobs.clear()
         self.faults.clear()
+        self.hosting.clear()
         return web.json_response({"reset": True})
+
+    async def prices(self, request: web.Request) -> web.Response:
+        """Provisioned Throughput prices per model unit-hour, and what the PTs that exist cost."""
+        return web.json_response(self.hosting.prices())
 
     async def health(self, request: web.Request) -> web.Response:
         jobs = self.jobs.all()
@@ -149,6 +248,8 @@ class LocalBedrock:
             "engine": self.settings.engine,
             "engineMap": self.settings.engine_map,
             "jobs": {status: sum(1 for j in jobs if j.status == status) for status in {j.status for j in jobs}},
+            **self.hosting.counts(),
+            "provisionedHourlyCost": self.hosting.prices()["totalHourly"],
         })
 
 
@@ -167,7 +268,11 @@ def _model_matches(model: catalogue.FoundationModel, params: dict[str, Any]) -> 
         return False
     if "byCustomizationType" in params and params["byCustomizationType"] not in model.customizations:
         return False
-    return params.get("byInferenceType", "ON_DEMAND") == "ON_DEMAND"
+    return params.get("byInferenceType") in (None, *_inference_types(model))
+
+
+def _inference_types(model: catalogue.FoundationModel) -> list[str]:
+    return ["ON_DEMAND", "PROVISIONED"] if model.provisionable else ["ON_DEMAND"]
 
 
 def _model_summary(model: catalogue.FoundationModel, region: str) -> dict[str, Any]:
@@ -180,8 +285,8 @@ def _model_summary(model: catalogue.FoundationModel, region: str) -> dict[str, A
         "outputModalities": [model.output_modality],
         "responseStreamingSupported": not model.is_embedding,
         "customizationsSupported": list(model.customizations),
-        "inferenceTypesSupported": ["ON_DEMAND"],
-        "modelLifecycle": {"status": "ACTIVE"},
+        "inferenceTypesSupported": _inference_types(model),
+        "modelLifecycle": {"status": model.lifecycle},
     }
 
 
@@ -211,7 +316,8 @@ def _route(service: str, operation_name: str, method: str):
         if isinstance(result, web.Response):
             return result
         log.debug("request_served", operation=operation_name, ms=int((time.monotonic() - started) * 1000))
-        return web.Response(body=protocol.to_json(result), content_type="application/json")
+        return web.Response(body=protocol.to_json(result), content_type="application/json",
+                            status=operation.http.get("responseCode", 200))
 
     return handle
 
@@ -266,6 +372,26 @@ def _add_routes(app: web.Application) -> None:
     add("GET", "/model-invocation-job/{jobIdentifier:.+}", _route("bedrock", "GetModelInvocationJob", "get_job"))
     add("GET", "/foundation-models", _route("bedrock", "ListFoundationModels", "list_models"))
     add("GET", "/foundation-models/{modelIdentifier:.+}", _route("bedrock", "GetFoundationModel", "get_model"))
+    add("POST", "/provisioned-model-throughput", _route("bedrock", "CreateProvisionedModelThroughput", "create_provisioned"))
+    add("GET", "/provisioned-model-throughputs", _route("bedrock", "ListProvisionedModelThroughputs", "list_provisioned"))
+    add("GET", "/provisioned-model-throughput/{provisionedModelId:.+}", _route("bedrock", "GetProvisionedModelThroughput", "get_provisioned"))
+    add("PATCH", "/provisioned-model-throughput/{provisionedModelId:.+}", _route("bedrock", "UpdateProvisionedModelThroughput", "update_provisioned"))
+    add("DELETE", "/provisioned-model-throughput/{provisionedModelId:.+}", _route("bedrock", "DeleteProvisionedModelThroughput", "delete_provisioned"))
+    add("POST", "/model-customization/custom-model-deployments", _route("bedrock", "CreateCustomModelDeployment", "create_deployment"))
+    add("GET", "/model-customization/custom-model-deployments", _route("bedrock", "ListCustomModelDeployments", "list_deployments"))
+    add("GET", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier:.+}",
+        _route("bedrock", "GetCustomModelDeployment", "get_deployment"))
+    add("DELETE", "/model-customization/custom-model-deployments/{customModelDeploymentIdentifier:.+}",
+        _route("bedrock", "DeleteCustomModelDeployment", "delete_deployment"))
+    add("POST", "/model-customization-jobs", _route("bedrock", "CreateModelCustomizationJob", "create_customization_job"))
+    add("GET", "/model-customization-jobs", _route("bedrock", "ListModelCustomizationJobs", "list_customization_jobs"))
+    add("POST", "/model-customization-jobs/{jobIdentifier:.+}/stop",
+        _route("bedrock", "StopModelCustomizationJob", "stop_customization_job"))
+    add("GET", "/model-customization-jobs/{jobIdentifier:.+}",
+        _route("bedrock", "GetModelCustomizationJob", "get_customization_job"))
+    add("GET", "/custom-models", _route("bedrock", "ListCustomModels", "list_custom_models"))
+    add("GET", "/custom-models/{modelIdentifier:.+}", _route("bedrock", "GetCustomModel", "get_custom_model"))
+    add("DELETE", "/custom-models/{modelIdentifier:.+}", _route("bedrock", "DeleteCustomModel", "delete_custom_model"))
     add("POST", "/model/{modelId:.+}/invoke", _route("bedrock-runtime", "InvokeModel", "invoke"))
     add("POST", "/model/{modelId:.+}/converse", _route("bedrock-runtime", "Converse", "converse"))
     add("POST", "/local-bedrock-api/faults", _control("add_fault"))
@@ -274,4 +400,5 @@ def _add_routes(app: web.Application) -> None:
     add("DELETE", "/local-bedrock-api/faults/{fault_id}", _control("remove_fault"))
     add("POST", "/local-bedrock-api/reset", _control("reset"))
     add("GET", "/local-bedrock-api/health", _control("health"))
+    add("GET", "/local-bedrock-api/prices", _control("prices"))
     add("*", "/{tail:.*}", _unknown_route)

@@ -32,12 +32,31 @@ class FaultSpec(BaseModel):
     record_error_message: str = "InternalServerException: injected record failure"
     throttle_creates: int = Field(0, ge=0, description="reject this many CreateModelInvocationJob calls")
     times: int | None = Field(None, ge=1, description="jobs this fault applies to before it is spent")
+    # --- provisioned throughput and custom model deployments (hosting) ---
+    # Scoped by model_id (the modelId the create names, or its base model id) and by name below.
+    provisioned_name: str | None = Field(None, description="apply to PTs and deployments whose name matches this glob")
+    provisioning_outcome: Literal["Failed"] | None = Field(None, description="the status a new PT or deployment ends in")
+    provisioning_seconds: float | None = Field(None, ge=0, description="seconds a PT or deployment stays Creating/Updating")
+    throttle_provisioning: int = Field(0, ge=0, description="reject this many PT and deployment creates")
 
     @model_validator(mode="after")
     def _does_something(self) -> "FaultSpec":
-        if self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0:
-            raise ValueError("a fault needs an outcome, a record_error_rate or throttle_creates")
+        if (self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0
+                and not self.is_hosting):
+            raise ValueError("a fault needs an outcome, a record_error_rate, throttle_creates, "
+                             "a provisioning_outcome, provisioning_seconds or throttle_provisioning")
         return self
+
+    @property
+    def is_hosting(self) -> bool:
+        """Whether this fault acts on provisioned throughputs and deployments."""
+        return (self.provisioning_outcome is not None or self.provisioning_seconds is not None
+                or self.throttle_provisioning > 0)
+
+    def matches_hosting(self, *, model_ids: tuple[str, ...], name: str) -> bool:
+        if self.model_id is not None and self.model_id not in model_ids:
+            return False
+        return self.provisioned_name is None or fnmatch.fnmatchcase(name, self.provisioned_name)
 
     def matches(self, *, model_id: str, job_name: str) -> bool:
         if self.model_id is not None and self.model_id != model_id:
@@ -52,6 +71,8 @@ class Fault(BaseModel):
     spec: FaultSpec
     jobs_left: int | None
     throttles_left: int
+    provisioning_throttles_left: int = 0
+    hostings_left: int | None = None
 
 
 class JobFaults(BaseModel):
@@ -81,7 +102,8 @@ class FaultRegistry:
 
     def add(self, spec: FaultSpec) -> Fault:
         fault = Fault(fault_id=f"fault-{next(self._ids)}", spec=spec, jobs_left=spec.times,
-                      throttles_left=spec.throttle_creates)
+                      throttles_left=spec.throttle_creates,
+                      provisioning_throttles_left=spec.throttle_provisioning, hostings_left=spec.times)
         self._faults[fault.fault_id] = fault
         return fault
 
@@ -121,3 +143,39 @@ class FaultRegistry:
             if fault.jobs_left is not None:
                 fault.jobs_left -= 1
         return result
+
+
+class HostingFaults(BaseModel):
+    """The faults one provisioned throughput or deployment was given when it was created."""
+
+    outcome: Literal["Failed"] | None = None
+    failure_message: str | None = None
+    seconds: float | None = None
+
+
+def take_provisioning_throttle(registry: FaultRegistry, *, model_ids: tuple[str, ...], name: str) -> bool:
+    """Whether this PT or deployment create is throttled; each throttle is used up once."""
+    for fault in registry.all():
+        if fault.provisioning_throttles_left > 0 and fault.spec.matches_hosting(model_ids=model_ids, name=name):
+            fault.provisioning_throttles_left -= 1
+            return True
+    return False
+
+
+def for_new_hosting(registry: FaultRegistry, *, model_ids: tuple[str, ...], name: str) -> HostingFaults:
+    """The faults a new PT or deployment gets; a fault with `times` is spent as they take it."""
+    result = HostingFaults()
+    for fault in registry.all():
+        spec = fault.spec
+        if (spec.provisioning_outcome is None and spec.provisioning_seconds is None) or fault.hostings_left == 0:
+            continue
+        if not spec.matches_hosting(model_ids=model_ids, name=name):
+            continue
+        if spec.provisioning_outcome is not None:
+            result.outcome = spec.provisioning_outcome
+            result.failure_message = spec.failure_message
+        if spec.provisioning_seconds is not None:
+            result.seconds = spec.provisioning_seconds
+        if fault.hostings_left is not None:
+            fault.hostings_left -= 1
+    return result

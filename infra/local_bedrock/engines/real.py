@@ -324,6 +324,58 @@ class SmolLM2TextEngine:
 
 
 # ---------------------------------------------------------------------------------------------
+# Custom models: SmolLM2 with the tensors a customization job trained
+# ---------------------------------------------------------------------------------------------
+
+
+def read_custom_manifest(weights_dir: Path) -> dict[str, Any]:
+    """Read the manifest the real trainer wrote, refusing weights trained on another base."""
+    from infra.local_bedrock.engines.real_training import MANIFEST_FILE, MANIFEST_FORMAT
+
+    manifest = json.loads((Path(weights_dir) / MANIFEST_FILE).read_text())
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("base") != SMOLLM2_GGUF:
+        raise ValueError(f"{weights_dir} holds weights for {manifest.get('base')!r} "
+                         f"(format {manifest.get('format')!r}), not {SMOLLM2_GGUF}")
+    return manifest
+
+
+def apply_custom_weights(model: Any, weights_dir: Path) -> list[str]:
+    """Lay the trained tensors over a loaded base model; return their names."""
+    from safetensors.torch import load_file
+
+    manifest = read_custom_manifest(weights_dir)
+    tensors = load_file(str(Path(weights_dir) / manifest["weights"]))
+    # strict=False because only the trained layers are saved; every saved tensor must land on a
+    # parameter of the base (a shape mismatch raises), or these are not this model's weights.
+    result = model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys or set(tensors) != set(manifest["tensors"]):
+        raise ValueError(f"{weights_dir} does not fit {SMOLLM2_GGUF}: unexpected {result.unexpected_keys[:3]}")
+    return sorted(tensors)
+
+
+class CustomSmolLM2TextEngine(SmolLM2TextEngine):
+    """SmolLM2-135M-Instruct serving a custom model: the base GGUF plus the trained tensors."""
+
+    def __init__(self, weights_dir: Path, **kwargs: Any):
+        self.weights_dir = Path(weights_dir)
+        read_custom_manifest(self.weights_dir)  # fail before the slow base load
+        super().__init__(**kwargs)
+
+    def _load(self, transformers: Any, gguf: Path, dtype: Any) -> tuple[Any, Any]:
+        tokenizer, model = super()._load(transformers, gguf, dtype)
+        # load_state_dict copies into the parameters' own dtype (bf16 where the CPU has it).
+        self.trained_tensors = apply_custom_weights(model, self.weights_dir)
+        return tokenizer, model
+
+
+def custom_text_engine(weights_dir: Path, *, batch_size: int = DEFAULT_TEXT_BATCH,
+                       repetition_penalty: float = 1.0, **kwargs: Any) -> CustomSmolLM2TextEngine:
+    """The text engine of a custom model trained by the real trainer (engines/real_training.py)."""
+    return CustomSmolLM2TextEngine(weights_dir, batch_size=batch_size, repetition_penalty=repetition_penalty,
+                                   **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
 # Embeddings
 # ---------------------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ TEST_LIMITS = {
     "LOCAL_BEDROCK_DELAY_SUBMITTED": "0.05",
     "LOCAL_BEDROCK_DELAY_VALIDATING": "0.05",
     "LOCAL_BEDROCK_DELAY_SCHEDULED": "0.05",
+    "LOCAL_BEDROCK_DELAY_PROVISIONING": "0.2",
+    "LOCAL_BEDROCK_DELAY_DEPLOYMENT": "0.2",
     "LOCAL_BEDROCK_BATCH_SIZE": "16",
     "LOCAL_BEDROCK_SHUFFLE_WINDOW": "50",
 }
@@ -52,8 +54,10 @@ def aws_environment(moto: Server) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def bedrock_server(moto: Server, logs_dir) -> Iterator[Server]:
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=TEST_LIMITS)
+def bedrock_server(moto: Server, logs_dir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A home of its own: the service keeps its state there, and engineers' test runs must not share it.
+    home = tmp_path_factory.mktemp("bedrock-home")
+    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(home)})
     yield server
     server.stop()
 
