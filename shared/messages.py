@@ -47,6 +47,8 @@ class SubmitJob(Message):
 
     type: Literal["SubmitJob"] = "SubmitJob"
     job_key: str
+    # The job's admission loop this message belongs to (Job.submit_seq); None from older senders.
+    seq: int | None = None
 
 
 class CancelRun(Message):
@@ -60,6 +62,8 @@ class CheckJob(Message):
 
     type: Literal["CheckJob"] = "CheckJob"
     job_key: str
+    # The job's check loop this message belongs to (Job.check_seq); None from older senders.
+    seq: int | None = None
 
 
 class CollectRun(Message):

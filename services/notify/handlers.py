@@ -1,15 +1,22 @@
 """notify: on every terminal outcome, an email-ready summary to SNS and an event on Quarry's bus."""
 from __future__ import annotations
 
+import uuid
+
 import structlog
 
 from shared.adapters.notifications import Notifier
 from shared.adapters.store import RunStore
 from shared.domain.runs import Run, now
-from shared.errors import PermanentError
+from shared.crashpoints import crash_point
+from shared.errors import PermanentError, RetryableError
 from shared.messages import RunFinished
 
 log = structlog.get_logger("quarry.notify")
+
+# How long a claim to send a run's email stands: well under the notify queue's visibility timeout,
+# so a redelivery after a crash finds the claim stale and sends.
+CLAIM_S = 30
 
 _HEADLINES = {
     "SUCCEEDED": "succeeded",
@@ -25,13 +32,30 @@ async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifie
         raise PermanentError(f"no run {event.run_id}")
     if run.notified_at is not None:
         return  # a redelivery: the email went out already
-    subject, body = email(run, event.outcome)
-    await notifier.email(subject, body)
+    notification_id = uuid.uuid5(uuid.NAMESPACE_URL, f"quarry:{run.run_id}:{event.outcome}").hex
+    if run.emailed_at is None:
+        run = await _claim(run, notification_id, store=store)
+        subject, body = email(run, event.outcome)
+        await notifier.email(subject, body, notification_id=notification_id)
+        crash_point("notify.after_email_sent")
+        run = await store.update_run(run, emailed_at=now())
     detail_type = "Quarry Run Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else "Quarry Run Failed"
     await notifier.event(detail_type, {"run_id": run.run_id, "outcome": event.outcome, "input_uri": run.input_uri,
-                                       "result_uri": run.result_uri, "summary": run.summary, "error": run.error})
+                                       "result_uri": run.result_uri, "summary": run.summary, "error": run.error,
+                                       "notification_id": notification_id})
     await store.update_run(run, notified_at=now())
     log.info("run_notified", outcome=event.outcome)
+
+
+async def _claim(run: Run, notification_id: str, *, store: RunStore) -> Run:
+    """Mark the run as being notified before sending, conditioned on its version: of two copies of
+    one RunFinished, only one sends. A claim older than CLAIM_S belongs to a notify that died;
+    the email is sent again with the same notification id, which subscribers de-duplicate on."""
+    if run.notifying_at is not None and (now() - run.notifying_at).total_seconds() < CLAIM_S:
+        raise RetryableError(f"run {run.run_id} is being notified by another worker", delay_s=CLAIM_S)
+    if run.notifying_at is not None:
+        log.warning("notification_resent_after_crash", notification_id=notification_id)
+    return await store.update_run(run, notifying_at=now(), notification_id=notification_id)
 
 
 def email(run: Run, outcome: str) -> tuple[str, str]:

@@ -1,12 +1,14 @@
 """poll: follows each active job to its end, by Bedrock's events (fast) and delayed re-checks (sure)."""
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from shared.adapters.bedrock import BatchJobs, BedrockJobState
-from shared.adapters.queues import Queues
+from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
-from shared.domain.runs import FROM_BEDROCK, Job, parse_job_name
+from shared.domain.runs import FROM_BEDROCK, JOB_TERMINAL, Job, parse_job_name
 from shared.messages import BedrockJobStateChanged, CheckJob, CollectRun
 from shared.settings import Settings
 
@@ -15,15 +17,19 @@ log = structlog.get_logger("quarry.poll")
 
 async def check_job(cmd: CheckJob, *, store: RunStore, bedrock: BatchJobs, queues: Queues, settings: Settings) -> None:
     job = await store.get_job(cmd.run_id, cmd.job_key)
-    if job is None or job.bedrock_arn is None:
-        return  # not submitted yet: submit owns it and schedules the first check
+    if job is None or job.bedrock_arn is None or job.terminal:
+        return  # not submitted yet (submit schedules the first check), or ended (its end sent CollectRun)
+    if cmd.seq is not None and cmd.seq != job.check_seq:
+        log.info("stale_check_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.check_seq)
+        return  # a second loop for the job (a redelivered SubmitJob, a re-drive): the live one goes on
+    # The check moves the loop number on in the same write: of two copies of one CheckJob, only
+    # one wins that write, so only one loop survives.
+    job = await record(job, await bedrock.get(job.bedrock_arn), store=store, queues=queues,
+                       check_seq=job.check_seq + 1)
     if not job.terminal:
-        job = await record(job, await bedrock.get(job.bedrock_arn), store=store)
-    if job.terminal:
-        await finish(job, store=store, queues=queues)
-    else:
         # Still running is a normal outcome: look again later, without holding a worker.
-        await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key), delay_s=settings.poll_interval_s)
+        await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq),
+                          delay_s=settings.poll_interval_s)
 
 
 async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:
@@ -31,30 +37,36 @@ async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, b
     if ours is None:
         return  # a job Quarry did not start
     job = await store.get_job(*ours)
-    if job is None or job.terminal:
-        return
+    if job is None or job.terminal or job.status == "PENDING":
+        return  # ended already, or waiting to be created again after a throttled create
     # The event is a hint; the job's record counts come from GetModelInvocationJob.
-    job = await record(job.model_copy(update={"bedrock_arn": job.bedrock_arn or event.detail.batchJobArn}),
-                       await bedrock.get(event.detail.batchJobArn), store=store)
-    if job.terminal:
-        await finish(job, store=store, queues=queues)
+    await record(job.model_copy(update={"bedrock_arn": job.bedrock_arn or event.detail.batchJobArn}),
+                 await bedrock.get(event.detail.batchJobArn), store=store, queues=queues)
 
 
-async def record(job: Job, state: BedrockJobState, *, store: RunStore) -> Job:
-    """The job with Bedrock's status and progress, written only if something changed."""
-    status = FROM_BEDROCK.get(state.status, job.status)
-    progress = {"bedrock_status": state.status, "processed": state.processed, "succeeded": state.succeeded,
-                "failed": state.failed, "message": state.message, "bedrock_arn": state.arn}
+async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, queues: Queues, **also: Any) -> Job:
+    """The job with Bedrock's status and progress, written only if something changed. A job that
+    ends gives its slot back and asks for its run's collection in the same write."""
+    if state is None:
+        # Bedrock answered 404: it no longer knows the job, so the job has ended. Postprocess
+        # salvages whatever output it left and retries the rest.
+        status, progress = "FAILED", {"bedrock_status": "NotFound", "message": (
+            f"Bedrock no longer knows job {job.bedrock_arn} (GetModelInvocationJob answered 404); "
+            "its records are salvaged from what it wrote and retried")}
+    else:
+        status = FROM_BEDROCK.get(state.status, job.status)
+        progress = {"bedrock_status": state.status, "processed": state.processed, "succeeded": state.succeeded,
+                    "failed": state.failed, "message": state.message, "bedrock_arn": state.arn}
+    changes = {**progress, **also}
     if status == job.status:
-        if all(getattr(job, key) == value for key, value in progress.items()):
+        if all(getattr(job, key) == value for key, value in changes.items()):
             return job
-        return await store.update_job(job, **progress)
-    log.info("job_status_changed", job_key=job.job_key, status=status, bedrock_status=state.status,
-             processed=state.processed)
-    return await store.move_job(job, status, **progress)
-
-
-async def finish(job: Job, *, store: RunStore, queues: Queues) -> None:
-    """Free the job's slot and ask for the run to be collected; both are safe to repeat."""
-    await store.release_slot(job.model_id, job.name)
-    await queues.send("postprocess", CollectRun(run_id=job.run_id))
+        return await store.update_job(job, **changes)
+    log.info("job_status_changed", job_key=job.job_key, status=status, bedrock_status=progress["bedrock_status"],
+             processed=progress.get("processed"))
+    if status in JOB_TERMINAL:
+        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
+        job = await store.move_job(job, status, send=sent, **changes)
+        await deliver(sent, queues=queues, store=store)
+        return job
+    return await store.move_job(job, status, **changes)

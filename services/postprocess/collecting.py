@@ -63,6 +63,8 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
             continue  # retried once already
         if first.status == "COMPLETED" and first.failed == 0 and first.processed == first.records:
             continue
+        if first.status == "FAILED" and first.bedrock_arn is None:
+            continue  # Bedrock refused to create it (a validation error): the same job would be refused again
         done = {rid for rid, result in parse_output_lines(output_lines(first, objects), family, converse).items()
                 if result.error is None}
         wanted = {record_id(row) for row in range(first.first_row, first.end_row)} - done

@@ -10,11 +10,12 @@ import structlog
 from services.postprocess.collecting import RetryPlan, assemble_results, plan_retries
 from shared.adapters.bedrock import Runtime
 from shared.adapters.objects import SyncObjects
-from shared.adapters.queues import Queues
+from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from shared.domain import layout
-from shared.domain.runs import Run, now, outcome_of
+from shared.domain.runs import Job, Run, now, outcome_of
 from shared.domain.summary import run_summary
+from shared.crashpoints import crash_point
 from shared.messages import CollectRun, RunFinished, SubmitJob
 from shared.ondemand import invoke_records
 from shared.settings import Settings
@@ -53,10 +54,13 @@ async def _retry(run: Run, plan: RetryPlan, *, store: RunStore, queues: Queues, 
         log.info("records_retried_on_demand", chunk=index, records=len(records))
     if not plan.jobs:
         return False
-    await store.put_new_jobs(plan.jobs)
-    for job in plan.jobs:
-        await queues.send("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key))
-    log.info("retry_jobs_started", jobs=len(plan.jobs), records=sum(job.records for job in plan.jobs))
+    # The retry jobs and their SubmitJobs are one write: a crash after it leaves the messages in
+    # the outbox for the watchdog to send, never jobs PENDING for ever.
+    sent = [Outgoing("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key)) for job in plan.jobs]
+    if await store.put_new_jobs(plan.jobs, send=sent):
+        crash_point("postprocess.after_retry_jobs_recorded")
+        await deliver(sent, queues=queues, store=store)
+        log.info("retry_jobs_started", jobs=len(plan.jobs), records=sum(job.records for job in plan.jobs))
     return True
 
 
@@ -72,6 +76,21 @@ async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, obje
     outcome = outcome_of(result.rows, result.failed, run.cancel_requested)
     await asyncio.to_thread(objects.put, result_uri.rsplit("/", 1)[0] + "/summary.json",
                             orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    await store.move_run(run, outcome, result_uri=result_uri, summary=summary)
-    await queues.send("notify", RunFinished(run_id=run.run_id, outcome=outcome))
+    sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome=outcome))]
+    await store.move_run(run, outcome, result_uri=result_uri, summary=summary, send=sent,
+                         error=run.error or (None if outcome == "SUCCEEDED" else _jobs_failure(jobs)))
+    crash_point("postprocess.after_outcome_recorded")
+    await deliver(sent, queues=queues, store=store)
     log.info("run_finished", outcome=outcome, rows=result.rows, failed=result.failed)
+
+
+def _jobs_failure(jobs: list[Job]) -> str | None:
+    """Why jobs failed whole, in Bedrock's own words: what the run's email must say, rather than
+    leave it to each row's 'not processed'."""
+    reasons = [f"job {job.name} {job.status.lower()}: {job.message}"
+               for job in sorted(jobs, key=lambda j: (j.index, j.attempt))
+               if job.status in ("FAILED", "EXPIRED") and job.message]
+    if not reasons:
+        return None
+    more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+    return "; ".join(reasons[:3]) + more

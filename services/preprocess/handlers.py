@@ -10,9 +10,10 @@ from pydantic import ValidationError
 
 from services.preprocess.staging import Staged, stage_input
 from shared.adapters.objects import SyncObjects
-from shared.adapters.queues import Queues
+from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from shared.adapters.bedrock import Runtime
+from shared.crashpoints import crash_point
 from shared.domain import layout
 from shared.domain.runs import Run
 from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
@@ -92,10 +93,13 @@ async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: 
 
 async def _start_jobs(run: Run, staged: Staged, *, store: RunStore, queues: Queues) -> None:
     await store.put_new_jobs(staged.jobs)
-    run = await _move_unless_cancelled(run, "RUNNING", store=store, total_rows=staged.total_rows,
+    # The run's move and its jobs' SubmitJobs are one write (the outbox): a crash after it leaves
+    # the messages for the watchdog to send, never jobs PENDING for ever.
+    sent = [Outgoing("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key)) for job in staged.jobs]
+    run = await _move_unless_cancelled(run, "RUNNING", store=store, send=sent, total_rows=staged.total_rows,
                                        jobs_total=len(staged.jobs))
-    for job in staged.jobs:
-        await queues.send("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key))
+    crash_point("preprocess.after_jobs_recorded")
+    await deliver(sent, queues=queues, store=store)
     log.info("run_started", rows=staged.total_rows, jobs=len(staged.jobs))
 
 
@@ -106,21 +110,22 @@ async def _run_on_demand(run: Run, staged: Staged, *, store: RunStore, queues: Q
     lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
                                  concurrency=settings.on_demand_concurrency)
     await asyncio.to_thread(objects.put, layout.ondemand_uri(settings, run.run_id, 0), b"".join(lines))
-    await _move_unless_cancelled(run, "FINALIZING", store=store, total_rows=staged.total_rows, on_demand=True,
-                                 on_demand_records=len(records))
-    await queues.send("postprocess", CollectRun(run_id=run.run_id))
+    sent = [Outgoing("postprocess", CollectRun(run_id=run.run_id))]
+    await _move_unless_cancelled(run, "FINALIZING", store=store, send=sent, total_rows=staged.total_rows,
+                                 on_demand=True, on_demand_records=len(records))
+    await deliver(sent, queues=queues, store=store)
     log.info("run_ran_on_demand", rows=staged.total_rows)
 
 
-async def _move_unless_cancelled(run: Run, status: str, *, store: RunStore, **changes) -> Run:
+async def _move_unless_cancelled(run: Run, status: str, *, store: RunStore, send: list[Outgoing], **changes) -> Run:
     try:
-        return await store.move_run(run, status, **changes)
+        return await store.move_run(run, status, send=send, **changes)
     except ConflictError:
         # Cancelled while preparing: keep CANCELLING; submit cancels the pending jobs.
         latest = await store.get_run(run.run_id)
         if latest is None or latest.status != "CANCELLING":
             raise
-        return await store.update_run(latest, **changes)
+        return await store.update_run(latest, send=send, **changes)
 
 
 def run_id_of(source_key: str) -> str:
@@ -142,8 +147,9 @@ async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, s
 
 
 async def _fail(run: Run, reason: str, *, store: RunStore, queues: Queues) -> None:
-    await store.move_run(run, "FAILED", error=reason)
-    await queues.send("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))
+    sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))]
+    await store.move_run(run, "FAILED", error=reason, send=sent)
+    await deliver(sent, queues=queues, store=store)
 
 
 def _batch_request(detail: dict, *, where: str) -> BatchRequest:

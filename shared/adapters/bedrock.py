@@ -48,10 +48,14 @@ class BatchJobs:
             raise translate(exc, f"creating Bedrock job {job.name}") from exc
         return response["jobArn"]
 
-    async def get(self, arn: str) -> BedrockJobState:
+    async def get(self, arn: str) -> BedrockJobState | None:
+        """The job's state; None if Bedrock answers 404: it no longer knows the job (a restart of
+        the service that made it forgot it, or it was deleted), so the job has ended."""
         try:
             job = await self._bedrock.get_model_invocation_job(jobIdentifier=arn)
         except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
             raise translate(exc, f"reading Bedrock job {arn}") from exc
         return BedrockJobState(
             arn=arn, name=job["jobName"], status=job["status"], message=job.get("message"),

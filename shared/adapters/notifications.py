@@ -7,6 +7,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from shared.adapters.aws import translate
+from shared.errors import RetryableError
 
 SOURCE = "quarry"
 
@@ -20,9 +21,14 @@ class Notifier:
         self._topic_arn = topic_arn
         self._bus = bus
 
-    async def email(self, subject: str, body: str) -> str:
+    async def email(self, subject: str, body: str, *, notification_id: str | None = None) -> str:
+        """Publish the email. `notification_id` is the same for every attempt at one notice: a
+        subscriber that has seen it drops the copy a crash-and-retry may send."""
+        attributes = ({"quarry_notification_id": {"DataType": "String", "StringValue": notification_id}}
+                      if notification_id else {})
         try:
-            response = await self._sns.publish(TopicArn=self._topic_arn, Subject=subject[:100], Message=body)
+            response = await self._sns.publish(TopicArn=self._topic_arn, Subject=subject[:100], Message=body,
+                                               MessageAttributes=attributes)
         except ClientError as exc:
             raise translate(exc, "publishing to the notification topic") from exc
         return response["MessageId"]
@@ -36,7 +42,10 @@ class Notifier:
         except ClientError as exc:
             raise translate(exc, f"publishing {detail_type}") from exc
         if response.get("FailedEntryCount"):
-            raise translate(RuntimeError(f"EventBridge rejected {detail_type}: {response['Entries']}"), "publishing")
+            # PutEvents answers 200 with per-entry failures (throttling, internal errors): the
+            # event was not published, and publishing it again is how to get it there.
+            errors = [entry.get("ErrorCode") for entry in response.get("Entries", []) if entry.get("ErrorCode")]
+            raise RetryableError(f"publishing {detail_type}: EventBridge did not take it ({', '.join(errors)})")
 
 
 async def topic_arn(sns: Any, name: str) -> str:

@@ -6,20 +6,54 @@ Layout (pk, sk):
 - SOURCE#{source_key}, SOURCE  which run an input started: the same S3 object or request id
                                  never starts a second run
 - SLOT#{model_id}, SLOT        the model's concurrency semaphore: a string set of holders
+- RUN#{run_id}, OUTBOX#{key}   a message a committed change implies, not sent yet; gsi1
+                                 (OUTBOX, {written_at}#{key}) lets the watchdog find leftovers
+- RUN#{run_id}, FAILURES       how often handlers crashed on the run's messages, the last error
+- LEASE#{name}, LEASE          who runs the watchdog now, until when
 Every item carries `version`; every change is a write conditioned on the version (and status)
 the writer read, so a stale or duplicate message loses with ConflictError instead of clobbering.
+A change and the messages it implies are one transaction (the outbox): a crash between the two
+can delay a message, never lose it.
 """
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+import structlog
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from shared.adapters.aws import translate
-from shared.domain.runs import Job, Run, check_job_move, check_run_move, now
+from shared.adapters.queues import Outgoing
+from shared.domain.runs import JOB_HOLDS_SLOT, Job, Run, check_job_move, check_run_move, now
 from shared.errors import ConflictError
 
 RUNS_INDEX = "gsi1"
+# DynamoDB's limit on the items of one transaction.
+MAX_TRANSACTION_ITEMS = 100
+
+log = structlog.get_logger("quarry.store")
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """An outbox item left behind: its message was committed but perhaps never sent."""
+
+    run_id: str
+    key: str
+    worker: str
+    body: str
+    delay_s: int
+
+
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run item whose document does not parse: reported, never allowed to hide the others."""
+
+    run_id: str
+    error: str
 
 
 def _s(value: str) -> dict[str, str]:
@@ -60,28 +94,74 @@ class RunStore:
         item = await self._get(f"RUN#{run_id}", "RUN")
         return Run.model_validate_json(item["doc"]["S"]) if item else None
 
-    async def move_run(self, run: Run, status: str, **changes: Any) -> Run:
-        """The run moved to `status` with `changes`, written only if nobody changed it since it was read."""
+    async def move_run(self, run: Run, status: str, *, send: Sequence[Outgoing] = (), **changes: Any) -> Run:
+        """The run moved to `status` with `changes`, written only if nobody changed it since it was
+        read, together with the messages in `send` (deliver them once this returns)."""
         check_run_move(run.status, status)
-        return await self.update_run(run, status=status, **changes)
+        return await self.update_run(run, status=status, send=send, **changes)
 
-    async def update_run(self, run: Run, **changes: Any) -> Run:
-        """The run with `changes`, conditioned on its version."""
+    async def update_run(self, run: Run, *, send: Sequence[Outgoing] = (), **changes: Any) -> Run:
+        """The run with `changes`, conditioned on its version, and the messages in `send`."""
         updated = run.model_copy(update={**changes, "version": run.version + 1, "updated_at": now()})
-        await self._put_if_version(self._run_item(updated), run.version, f"updating run {run.run_id}")
+        doing = f"updating run {run.run_id}"
+        await self._commit([self._put_versioned(self._run_item(updated), run.version)], send, doing)
         return updated
 
-    async def list_runs(self, limit: int = 20) -> list[Run]:
-        """The most recent runs first."""
+    async def list_runs(self, limit: int = 20, *, unreadable: list[UnreadableRun] | None = None) -> list[Run]:
+        """The most recent runs first. A run item that does not parse is left out and logged (and
+        added to `unreadable` if given): one corrupt item must not hide every other run."""
         response = await self._db.query(
             TableName=self._table, IndexName=RUNS_INDEX, KeyConditionExpression="gsi1pk = :runs",
             ExpressionAttributeValues={":runs": _s("RUNS")}, ScanIndexForward=False, Limit=limit,
         )
-        return [Run.model_validate_json(item["doc"]["S"]) for item in response["Items"]]
+        return self._runs_of(response["Items"], unreadable)
+
+    async def active_runs(self, since: dt.datetime) -> list[Run]:
+        """Runs created after `since` that are not settled (ended and notified): the watchdog's work."""
+        runs: list[Run] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table, "IndexName": RUNS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :runs AND gsi1sk >= :since",
+            "FilterExpression": "attribute_not_exists(settled)",
+            "ExpressionAttributeValues": {":runs": _s("RUNS"), ":since": _s(since.isoformat())},
+        }
+        while True:
+            try:
+                response = await self._db.query(**kwargs)
+            except ClientError as exc:
+                raise translate(exc, "listing active runs") from exc
+            runs += self._runs_of(response["Items"], None)
+            if "LastEvaluatedKey" not in response:
+                return runs
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    @staticmethod
+    def _runs_of(items: list[dict[str, Any]], unreadable: list[UnreadableRun] | None) -> list[Run]:
+        runs = []
+        for item in items:
+            try:
+                runs.append(Run.model_validate_json(item["doc"]["S"]))
+            except (KeyError, ValidationError) as exc:
+                run_id = item.get("pk", {}).get("S", "?").removeprefix("RUN#")
+                log.error("run_item_unreadable", run_id=run_id, error=str(exc)[:500])
+                if unreadable is not None:
+                    unreadable.append(UnreadableRun(run_id, str(exc).splitlines()[0][:300]))
+        return runs
 
     # --- jobs ------------------------------------------------------------------------------------
-    async def put_new_jobs(self, jobs: list[Job]) -> None:
-        """Record jobs that do not exist yet; one already recorded (a redelivery) is left as it is."""
+    async def put_new_jobs(self, jobs: list[Job], *, send: Sequence[Outgoing] = ()) -> bool:
+        """Record jobs that do not exist yet; one already recorded (a redelivery) is left as it is.
+
+        With `send`, the jobs and the messages are one transaction, written only if none of the
+        jobs exists yet: False if one did (whoever recorded it sent its messages)."""
+        if send:
+            puts = [{"Put": {"TableName": self._table, "Item": self._job_item(job),
+                             "ConditionExpression": "attribute_not_exists(pk)"}} for job in jobs]
+            try:
+                await self._commit(puts, send, f"recording {len(jobs)} jobs")
+            except ConflictError:
+                return False
+            return True
         for job in jobs:
             try:
                 await self._db.put_item(TableName=self._table, Item=self._job_item(job),
@@ -89,6 +169,7 @@ class RunStore:
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise translate(exc, f"recording job {job.job_key}") from exc
+        return True
 
     async def get_job(self, run_id: str, key: str) -> Job | None:
         item = await self._get(f"RUN#{run_id}", f"JOB#{key}")
@@ -108,13 +189,40 @@ class RunStore:
                 return jobs
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    async def move_job(self, job: Job, status: str, **changes: Any) -> Job:
+    async def move_job(self, job: Job, status: str, *, send: Sequence[Outgoing] = (), **changes: Any) -> Job:
+        """The job moved to `status`; a move out of the slot-holding statuses gives the model's
+        slot back in the same transaction, so a crash can never leak one."""
         check_job_move(job.status, status)
-        return await self.update_job(job, status=status, **changes)
+        return await self.update_job(job, status=status, send=send, **changes)
 
-    async def update_job(self, job: Job, **changes: Any) -> Job:
+    async def update_job(self, job: Job, *, send: Sequence[Outgoing] = (), **changes: Any) -> Job:
         updated = job.model_copy(update={**changes, "version": job.version + 1, "updated_at": now()})
-        await self._put_if_version(self._job_item(updated), job.version, f"updating job {job.job_key} of {job.run_id}")
+        writes = [self._put_versioned(self._job_item(updated), job.version)]
+        if job.status in JOB_HOLDS_SLOT and updated.status not in JOB_HOLDS_SLOT:
+            writes.append({"Update": {
+                "TableName": self._table, "Key": self._key(f"SLOT#{job.model_id}", "SLOT"),
+                "UpdateExpression": "DELETE holders :h", "ExpressionAttributeValues": {":h": {"SS": [job.name]}}}})
+        await self._commit(writes, send, f"updating job {job.job_key} of {job.run_id}")
+        return updated
+
+    async def admit_job(self, job: Job, limit: int, **changes: Any) -> Job | None:
+        """The job moved to SUBMITTING holding one of its model's `limit` slots, in one transaction;
+        None if every slot is taken. Holding a slot and being SUBMITTING are never apart."""
+        check_job_move(job.status, "SUBMITTING")
+        updated = job.model_copy(update={**changes, "status": "SUBMITTING", "version": job.version + 1,
+                                         "updated_at": now()})
+        slot = {"Update": {
+            "TableName": self._table, "Key": self._key(f"SLOT#{job.model_id}", "SLOT"),
+            "UpdateExpression": "ADD holders :h",
+            "ConditionExpression": "attribute_not_exists(holders) OR contains(holders, :holder) OR size(holders) < :limit",
+            "ExpressionAttributeValues": {":h": {"SS": [job.name]}, ":holder": _s(job.name), ":limit": _n(limit)}}}
+        try:
+            await self._transact([slot, self._put_versioned(self._job_item(updated), job.version)],
+                                 f"admitting job {job.job_key} of {job.run_id}")
+        except _Cancelled as exc:
+            if exc.failed == [0]:
+                return None
+            raise
         return updated
 
     # --- per-model slots ---------------------------------------------------------------------------
@@ -147,14 +255,84 @@ class RunStore:
         item = await self._get(f"SLOT#{model_id}", "SLOT")
         return set(item.get("holders", {}).get("SS", [])) if item else set()
 
+    # --- the outbox ----------------------------------------------------------------------------------
+    async def forget_sent(self, run_id: str, key: str) -> None:
+        """The outbox item was sent: delete it (deleting one already gone is fine)."""
+        try:
+            await self._db.delete_item(TableName=self._table, Key=self._key(f"RUN#{run_id}", f"OUTBOX#{key}"))
+        except ClientError as exc:
+            raise translate(exc, f"clearing a sent message of {run_id}") from exc
+
+    async def unsent(self, written_before: dt.datetime, limit: int = 200) -> list[Unsent]:
+        """Outbox items written before `written_before`, oldest first: messages a crash left unsent."""
+        try:
+            response = await self._db.query(
+                TableName=self._table, IndexName=RUNS_INDEX, Limit=limit,
+                KeyConditionExpression="gsi1pk = :outbox AND gsi1sk < :before",
+                ExpressionAttributeValues={":outbox": _s("OUTBOX"), ":before": _s(written_before.isoformat())})
+        except ClientError as exc:
+            raise translate(exc, "reading the outbox") from exc
+        return [Unsent(run_id=item["pk"]["S"].removeprefix("RUN#"), key=item["sk"]["S"].removeprefix("OUTBOX#"),
+                       worker=item["worker"]["S"], body=item["body"]["S"], delay_s=int(item["delay_s"]["N"]))
+                for item in response["Items"]]
+
+    # --- failures and the watchdog's lease -------------------------------------------------------------
+    async def record_failure(self, run_id: str, reason: str, *, fatal: bool = False) -> None:
+        """A handler crashed on (or parked) one of the run's messages: count it, keep the reason."""
+        expression = "ADD crashes :one SET last_error = :reason" + (", fatal = :true" if fatal else "")
+        values = {":one": _n(1), ":reason": _s(reason[:2000])} | ({":true": {"BOOL": True}} if fatal else {})
+        try:
+            await self._db.update_item(TableName=self._table, Key=self._key(f"RUN#{run_id}", "FAILURES"),
+                                       UpdateExpression=expression, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            raise translate(exc, f"recording a failure of run {run_id}") from exc
+
+    async def failures(self, run_id: str) -> tuple[int, str | None, bool]:
+        """(crashes, the last error, whether one was fatal) recorded for the run."""
+        item = await self._get(f"RUN#{run_id}", "FAILURES")
+        if item is None:
+            return 0, None, False
+        return (int(item.get("crashes", {}).get("N", "0")), item.get("last_error", {}).get("S"),
+                item.get("fatal", {}).get("BOOL", False))
+
+    async def take_lease(self, name: str, holder: str, seconds: int) -> bool:
+        """Hold the named lease for `seconds` if it is free, expired or already ours."""
+        at = now()
+        try:
+            await self._db.put_item(
+                TableName=self._table, Item={**self._key(f"LEASE#{name}", "LEASE"), "holder": _s(holder),
+                                             "until": _s((at + dt.timedelta(seconds=seconds)).isoformat())},
+                ConditionExpression="attribute_not_exists(pk) OR holder = :me OR #until < :now",
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues={":me": _s(holder), ":now": _s(at.isoformat())})
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, f"taking the {name} lease") from exc
+
     # --- items -------------------------------------------------------------------------------------
     def _run_item(self, run: Run) -> dict[str, Any]:
-        return {
+        item = {
             **self._key(f"RUN#{run.run_id}", "RUN"),
             "gsi1pk": _s("RUNS"), "gsi1sk": _s(f"{run.created_at.isoformat()}#{run.run_id}"),
             "status": _s(run.status), "version": _n(run.version), "kind": _s(run.kind),
             "doc": _s(run.model_dump_json()),
         }
+        if run.settled:
+            item["settled"] = {"BOOL": True}  # the watchdog's query leaves it out
+        return item
+
+    def _outbox_item(self, outgoing: Outgoing) -> dict[str, Any]:
+        return {
+            **self._key(f"RUN#{outgoing.message.run_id}", f"OUTBOX#{outgoing.key}"),
+            "gsi1pk": _s("OUTBOX"), "gsi1sk": _s(f"{now().isoformat()}#{outgoing.key}"),
+            "worker": _s(outgoing.worker), "delay_s": _n(outgoing.delay_s), "body": _s(outgoing.message.model_dump_json()),
+        }
+
+    def _put_versioned(self, item: dict[str, Any], version: int) -> dict[str, Any]:
+        return {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "version = :v",
+                        "ExpressionAttributeValues": {":v": _n(version)}}}
 
     def _job_item(self, job: Job) -> dict[str, Any]:
         return {
@@ -173,13 +351,42 @@ class RunStore:
             raise translate(exc, f"reading {pk}") from exc
         return response.get("Item")
 
-    async def _put_if_version(self, item: dict[str, Any], version: int, doing: str) -> None:
+    async def _commit(self, writes: list[dict[str, Any]], send: Sequence[Outgoing], doing: str) -> None:
+        """`writes` and the outbox items of `send`, committed together. Past one transaction's size,
+        the extra outbox items are written first: a crash then sends a message early (handlers
+        take that), never loses one."""
+        outbox = [{"Put": {"TableName": self._table, "Item": self._outbox_item(o)}} for o in send]
+        room = MAX_TRANSACTION_ITEMS - len(writes)
+        early, last = outbox[:max(0, len(outbox) - room)], outbox[max(0, len(outbox) - room):]
+        for start in range(0, len(early), MAX_TRANSACTION_ITEMS):
+            await self._transact(early[start:start + MAX_TRANSACTION_ITEMS], doing)
         try:
-            await self._db.put_item(TableName=self._table, Item=item, ConditionExpression="version = :v",
-                                    ExpressionAttributeValues={":v": _n(version)})
+            await self._transact(writes + last, doing)
+        except _Cancelled as exc:
+            raise ConflictError(f"{doing}: changed by someone else since it was read") from exc
+
+    async def _transact(self, items: list[dict[str, Any]], doing: str) -> None:
+        try:
+            if len(items) == 1 and "Put" in items[0]:  # one item: a plain conditional put is cheaper
+                await self._db.put_item(**items[0]["Put"])
+            else:
+                await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            error = translate(exc, doing)
-            if isinstance(error, ConflictError):
-                raise ConflictError(f"{doing}: changed by someone else since it was read") from exc
-            raise error from exc
+            code = exc.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                raise _Cancelled(doing, [0]) from exc
+            if code == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons", [])
+                failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+                if failed or not reasons:
+                    raise _Cancelled(doing, failed) from exc
+            raise translate(exc, doing) from exc
+
+
+class _Cancelled(ConflictError):
+    """A transaction lost on a condition; `failed` are the indexes of the items whose check failed."""
+
+    def __init__(self, doing: str, failed: list[int]) -> None:
+        super().__init__(f"{doing}: changed by someone else since it was read")
+        self.failed = failed
 

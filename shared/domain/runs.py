@@ -33,7 +33,8 @@ _RUN_MOVES: dict[str, frozenset[str]] = {
 }
 _JOB_MOVES: dict[str, frozenset[str]] = {
     "PENDING": frozenset({"SUBMITTING", "CANCELLED"}),
-    "SUBMITTING": frozenset({"SUBMITTED", "RUNNING", "FAILED", "CANCELLED"} | JOB_TERMINAL),
+    # Back to PENDING: Bedrock throttled the create, so the job gives its slot back while it waits.
+    "SUBMITTING": frozenset({"PENDING", "SUBMITTED", "RUNNING", "FAILED", "CANCELLED"} | JOB_TERMINAL),
     "SUBMITTED": frozenset({"RUNNING"} | JOB_TERMINAL),
     "RUNNING": JOB_TERMINAL,
 }
@@ -50,7 +51,8 @@ _JOB_NAME = re.compile(r"^quarry-(?P<run_id>[0-9a-f]{32})-(?P<index>\d{5})-(?P<a
 
 
 class IllegalTransition(ValueError):
-    """A move the state machine does not allow (a bug, or a stale message)."""
+    """A move the state machine does not allow: a stale or duplicate message (the item moved on
+    since the message was sent), so the consumer drops the message with a log line."""
 
 
 def now() -> dt.datetime:
@@ -108,6 +110,12 @@ class Job(BaseModel):
     processed: int = 0
     succeeded: int = 0
     failed: int = 0
+    # The one live check loop: a CheckJob carrying another number is a stale duplicate.
+    check_seq: int = 0
+    # The one live admission loop: each wait for a slot or a throttle sends a fresh SubmitJob
+    # with the next number, so waiting never counts towards the queue's receive limit.
+    submit_seq: int = 0
+    throttles: int = 0  # creates Bedrock throttled in a row: the backoff grows with these only
     created_at: dt.datetime = Field(default_factory=now)
     updated_at: dt.datetime = Field(default_factory=now)
 
@@ -149,11 +157,23 @@ class Run(BaseModel):
     summary: dict[str, Any] | None = None
     error: str | None = None
     notified_at: dt.datetime | None = None
+    # notify's claim before it sends (deterministic id) and its mark once the email went out.
+    notifying_at: dt.datetime | None = None
+    notification_id: str | None = None
+    emailed_at: dt.datetime | None = None
     cancel_requested: bool = False
+    # The watchdog's view: how often it re-drove the run, and why the run is stalled right now.
+    redrives: int = 0
+    stalled: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status in RUN_TERMINAL
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more will happen to it: it ended and its notice went out."""
+        return self.terminal and self.notified_at is not None
 
 
 def outcome_of(rows: int, failed: int, cancelled: bool) -> Literal["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]:

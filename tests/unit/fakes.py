@@ -6,25 +6,35 @@ clientRequestToken (the same job, never a second one), SQS's delays, S3's object
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Sequence
 
 from shared.adapters.bedrock import BedrockJobState
 from shared.adapters.objects import split_uri
-from shared.domain.runs import Job, Run, check_job_move, check_run_move, now
+from shared.adapters.queues import Outgoing
+from shared.domain.runs import JOB_HOLDS_SLOT, Job, Run, check_job_move, check_run_move, now
 from shared.errors import ConflictError, PermanentError
 from shared.messages import Message
 
 
 class FakeStore:
-    """RunStore in dicts: runs, jobs, source de-duplication and per-model slots."""
+    """RunStore in dicts: runs, jobs, source de-duplication, per-model slots, the outbox (messages a
+    change implies, kept with it until `deliver` sends them) and recorded failures."""
 
     def __init__(self) -> None:
         self.runs: dict[str, Run] = {}
         self.jobs: dict[tuple[str, str], Job] = {}
         self.sources: dict[str, str] = {}
         self.slots: dict[str, set[str]] = {}
+        self.outbox: dict[tuple[str, str], tuple[Outgoing, dt.datetime]] = {}
+        self.crashes: dict[str, tuple[int, str | None, bool]] = {}
+        self.leases: dict[str, tuple[str, dt.datetime]] = {}
+
+    def _keep(self, send: Sequence[Outgoing]) -> None:
+        for item in send:
+            self.outbox[(item.message.run_id, item.key)] = (item, now())
 
     # --- runs ---
     async def create_run(self, run: Run) -> str:
@@ -38,26 +48,34 @@ class FakeStore:
         run = self.runs.get(run_id)
         return run.model_copy(deep=True) if run else None
 
-    async def move_run(self, run: Run, status: str, **changes: Any) -> Run:
+    async def move_run(self, run: Run, status: str, *, send: Sequence[Outgoing] = (), **changes: Any) -> Run:
         check_run_move(run.status, status)
-        return await self.update_run(run, status=status, **changes)
+        return await self.update_run(run, status=status, send=send, **changes)
 
-    async def update_run(self, run: Run, **changes: Any) -> Run:
+    async def update_run(self, run: Run, *, send: Sequence[Outgoing] = (), **changes: Any) -> Run:
         stored = self.runs.get(run.run_id)
         if stored is None or stored.version != run.version:
             raise ConflictError(f"updating run {run.run_id}: changed by someone else since it was read")
         updated = run.model_copy(update={**changes, "version": run.version + 1, "updated_at": now()})
         self.runs[run.run_id] = updated.model_copy(deep=True)
+        self._keep(send)
         return updated
 
-    async def list_runs(self, limit: int = 20) -> list[Run]:
+    async def list_runs(self, limit: int = 20, *, unreadable: list | None = None) -> list[Run]:
         newest = sorted(self.runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [run.model_copy(deep=True) for run in newest[:limit]]
 
+    async def active_runs(self, since: dt.datetime) -> list[Run]:
+        return [run.model_copy(deep=True) for run in self.runs.values() if run.created_at >= since and not run.settled]
+
     # --- jobs ---
-    async def put_new_jobs(self, jobs: list[Job]) -> None:
+    async def put_new_jobs(self, jobs: list[Job], *, send: Sequence[Outgoing] = ()) -> bool:
+        if send and any((job.run_id, job.job_key) in self.jobs for job in jobs):
+            return False
         for job in jobs:
             self.jobs.setdefault((job.run_id, job.job_key), job.model_copy(deep=True))
+        self._keep(send)
+        return True
 
     async def get_job(self, run_id: str, key: str) -> Job | None:
         job = self.jobs.get((run_id, key))
@@ -66,17 +84,29 @@ class FakeStore:
     async def list_jobs(self, run_id: str) -> list[Job]:
         return [job.model_copy(deep=True) for (rid, _), job in sorted(self.jobs.items()) if rid == run_id]
 
-    async def move_job(self, job: Job, status: str, **changes: Any) -> Job:
+    async def move_job(self, job: Job, status: str, *, send: Sequence[Outgoing] = (), **changes: Any) -> Job:
         check_job_move(job.status, status)
-        return await self.update_job(job, status=status, **changes)
+        return await self.update_job(job, status=status, send=send, **changes)
 
-    async def update_job(self, job: Job, **changes: Any) -> Job:
+    async def update_job(self, job: Job, *, send: Sequence[Outgoing] = (), **changes: Any) -> Job:
         stored = self.jobs.get((job.run_id, job.job_key))
         if stored is None or stored.version != job.version:
             raise ConflictError(f"updating job {job.job_key} of {job.run_id}: "
                                 "changed by someone else since it was read")
         updated = job.model_copy(update={**changes, "version": job.version + 1, "updated_at": now()})
         self.jobs[(job.run_id, job.job_key)] = updated.model_copy(deep=True)
+        if job.status in JOB_HOLDS_SLOT and updated.status not in JOB_HOLDS_SLOT:
+            self.slots.get(job.model_id, set()).discard(job.name)
+        self._keep(send)
+        return updated
+
+    async def admit_job(self, job: Job, limit: int, **changes: Any) -> Job | None:
+        check_job_move(job.status, "SUBMITTING")
+        holders = self.slots.setdefault(job.model_id, set())
+        if job.name not in holders and len(holders) >= limit:
+            return None
+        updated = await self.update_job(job, status="SUBMITTING", **changes)
+        holders.add(job.name)
         return updated
 
     # --- per-model slots ---
@@ -92,6 +122,34 @@ class FakeStore:
 
     async def slot_holders(self, model_id: str) -> set[str]:
         return set(self.slots.get(model_id, set()))
+
+    # --- outbox, failures, lease ---
+    async def forget_sent(self, run_id: str, key: str) -> None:
+        self.outbox.pop((run_id, key), None)
+
+    async def unsent(self, written_before: dt.datetime, limit: int = 200):
+        from shared.adapters.store import Unsent
+
+        return [Unsent(run_id=o.message.run_id, key=o.key, worker=o.worker, body=o.message.model_dump_json(),
+                       delay_s=o.delay_s) for (o, at) in self.outbox.values() if at < written_before][:limit]
+
+    def unsent_messages(self) -> list[Message]:
+        """What a crash right now would leave in the outbox."""
+        return [o.message for o, _ in self.outbox.values()]
+
+    async def record_failure(self, run_id: str, reason: str, *, fatal: bool = False) -> None:
+        crashes, _, was_fatal = self.crashes.get(run_id, (0, None, False))
+        self.crashes[run_id] = (crashes + 1, reason, was_fatal or fatal)
+
+    async def failures(self, run_id: str) -> tuple[int, str | None, bool]:
+        return self.crashes.get(run_id, (0, None, False))
+
+    async def take_lease(self, name: str, holder: str, seconds: int) -> bool:
+        current = self.leases.get(name)
+        if current and current[0] != holder and current[1] > now():
+            return False
+        self.leases[name] = (holder, now() + dt.timedelta(seconds=seconds))
+        return True
 
 
 class FakeQueues:
@@ -142,10 +200,12 @@ class FakeBatchJobs:
                                            message=message, processed=processed, succeeded=succeeded, failed=failed,
                                            total=None)
 
-    async def get(self, arn: str) -> BedrockJobState:
-        if arn not in self.states:
-            raise PermanentError(f"reading Bedrock job {arn}: no such job")
-        return self.states[arn]
+    async def get(self, arn: str) -> BedrockJobState | None:
+        return self.states.get(arn)  # None: Bedrock answered 404, it does not know the job
+
+    def forget(self, arn: str) -> None:
+        """Bedrock restarted and lost the job."""
+        self.states.pop(arn, None)
 
     async def stop(self, arn: str) -> None:
         self.stopped.append(arn)
@@ -159,13 +219,18 @@ class FakeNotifier:
 
     def __init__(self) -> None:
         self.emails: list[tuple[str, str]] = []
+        self.notification_ids: list[str | None] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.event_error: Exception | None = None
 
-    async def email(self, subject: str, body: str) -> str:
+    async def email(self, subject: str, body: str, *, notification_id: str | None = None) -> str:
         self.emails.append((subject, body))
+        self.notification_ids.append(notification_id)
         return f"message-{len(self.emails)}"
 
     async def event(self, detail_type: str, detail: dict[str, Any]) -> None:
+        if self.event_error is not None:
+            raise self.event_error
         self.events.append((detail_type, detail))
 
 

@@ -96,7 +96,7 @@ async def test_given_a_submitted_job_when_submit_is_done_then_its_first_check_is
     await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
                      settings=settings)
 
-    assert queues.sent == [("poll", CheckJob(run_id=RUN_ID, job_key="00000-0",
+    assert queues.sent == [("poll", CheckJob(run_id=RUN_ID, job_key="00000-0", seq=0,
                                              correlation_id=queues.sent[0][1].correlation_id), POLL_S)]
 
 
@@ -126,19 +126,32 @@ async def test_given_a_job_already_submitted_when_submit_job_is_redelivered_then
     assert (await stored_job(store)).status == "SUBMITTED"
 
 
-async def test_given_every_slot_taken_when_a_job_is_submitted_then_it_waits_and_nothing_is_created(
+async def test_given_every_slot_taken_when_a_job_is_submitted_then_it_waits_with_a_fresh_delayed_message(
         store, queues, bedrock, settings):
     await given(store, a_run(), a_job())
     store.slots[HAIKU] = {job_name(RUN_ID, "00001-0"), job_name(RUN_ID, "00002-0")}
 
-    with pytest.raises(RetryableError) as raised:
-        await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
-                         settings=settings)
+    await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
+                     settings=settings)
 
-    assert raised.value.delay_s == POLL_S
+    # Waiting is not a failure of this message: it is deleted, and the wait goes on in a new one,
+    # so hours of waiting never reach the queue's receive limit.
+    job = await stored_job(store)
     assert bedrock.tokens_sent == []
-    assert (await stored_job(store)).status == "PENDING"
-    assert queues.sent == []
+    assert (job.status, job.submit_seq) == ("PENDING", 1)
+    assert [(w, m.job_key, m.seq, d) for w, m, d in queues.sent] == [("submit", "00000-0", 1, POLL_S)]
+    assert store.unsent_messages() == []
+
+
+async def test_given_a_waiting_loop_moved_on_when_an_older_copy_of_its_submit_job_arrives_then_it_is_dropped(
+        store, queues, bedrock, settings):
+    await given(store, a_run(), a_job(submit_seq=3))
+
+    await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0", seq=2), store=store, bedrock=bedrock, queues=queues,
+                     settings=settings)
+
+    assert (bedrock.tokens_sent, queues.sent) == ([], [])
+    assert (await stored_job(store)).version == 0
 
 
 async def test_given_a_job_started_outside_quarry_when_a_job_is_submitted_then_it_takes_one_of_the_free_slots(
@@ -148,11 +161,11 @@ async def test_given_a_job_started_outside_quarry_when_a_job_is_submitted_then_i
     store.slots[HAIKU] = {job_name(RUN_ID, "00001-0")}
     bedrock.active[HAIKU] = [job_name(RUN_ID, "00001-0"), "nightly-embeddings"]
 
-    with pytest.raises(RetryableError):
-        await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
-                         settings=settings)
+    await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
+                     settings=settings)
 
     assert bedrock.tokens_sent == []
+    assert (await stored_job(store)).status == "PENDING"
 
 
 async def test_given_only_quarrys_own_jobs_active_when_a_job_is_submitted_then_none_counts_as_outside(
@@ -182,18 +195,32 @@ async def test_given_bedrock_rejects_the_job_when_submitted_then_it_fails_frees_
     assert [(worker, type(message)) for worker, message, _ in queues.sent] == [("postprocess", CollectRun)]
 
 
-async def test_given_bedrock_is_throttling_when_a_job_is_submitted_then_it_keeps_its_slot_for_the_retry(
+async def test_given_bedrock_is_throttling_when_a_job_is_submitted_then_it_gives_its_slot_back_and_backs_off(
         store, queues, bedrock, settings):
     await given(store, a_run(), a_job())
     bedrock.create_error = RetryableError("ThrottlingException")
 
-    with pytest.raises(RetryableError):
-        await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
-                         settings=settings)
+    await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
+                     settings=settings)
 
     job = await stored_job(store)
-    assert job.status == "SUBMITTING"
-    assert await store.slot_holders(HAIKU) == {job.name}
+    assert (job.status, job.throttles, job.submit_seq) == ("PENDING", 1, 1)
+    assert await store.slot_holders(HAIKU) == set(), "no slot is held while waiting to retry a create"
+    assert [(w, m.seq, d) for w, m, d in queues.sent] == [("submit", 1, 5)]
+
+
+async def test_given_creates_throttled_again_and_again_then_the_backoff_grows_with_the_throttles_only(
+        store, queues, bedrock, settings):
+    await given(store, a_run(), a_job())
+    bedrock.create_error = RetryableError("ThrottlingException")
+    for seq in (None, 1, 2, 3):
+        await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0", seq=seq), store=store, bedrock=bedrock,
+                         queues=queues, settings=settings)
+
+    assert [d for _, _, d in queues.sent] == [5, 10, 20, 40]
+    bedrock.create_error = None
+    await submit_job(queues.sent[-1][1], store=store, bedrock=bedrock, queues=queues, settings=settings)
+    assert ((await stored_job(store)).status, (await stored_job(store)).throttles) == ("SUBMITTED", 0)
 
 
 async def test_given_a_pending_job_of_a_cancelling_run_when_submitted_then_it_is_cancelled_instead(
@@ -291,17 +318,36 @@ async def test_given_a_job_in_progress_when_checked_then_it_is_checked_again_aft
     assert await store.slot_holders(HAIKU) == {job_name(RUN_ID, "00000-0")}
 
 
-async def test_given_nothing_changed_on_bedrock_when_checked_then_the_job_is_not_rewritten(
+async def test_given_nothing_changed_on_bedrock_when_checked_then_only_the_loop_number_moves_on(
         store, queues, bedrock, settings):
     arn = await a_submitted_job(store, bedrock)
     bedrock.set_state(arn, "InProgress", processed=40)
-    cmd = CheckJob(run_id=RUN_ID, job_key="00000-0")
-    await check_job(cmd, store=store, bedrock=bedrock, queues=queues, settings=settings)
-    version = (await stored_job(store)).version
+    await check_job(CheckJob(run_id=RUN_ID, job_key="00000-0", seq=0), store=store, bedrock=bedrock, queues=queues,
+                    settings=settings)
+    before = await stored_job(store)
 
-    await check_job(cmd, store=store, bedrock=bedrock, queues=queues, settings=settings)
+    await check_job(CheckJob(run_id=RUN_ID, job_key="00000-0", seq=1), store=store, bedrock=bedrock, queues=queues,
+                    settings=settings)
 
-    assert (await stored_job(store)).version == version
+    after = await stored_job(store)
+    assert after.model_dump(exclude={"version", "check_seq", "updated_at"}) == before.model_dump(
+        exclude={"version", "check_seq", "updated_at"})
+    assert after.check_seq == 2
+
+
+async def test_given_a_redelivered_submit_job_when_both_check_jobs_arrive_then_only_one_check_loop_goes_on(
+        store, queues, bedrock, settings):
+    await given(store, a_run(), a_job())
+    cmd = SubmitJob(run_id=RUN_ID, job_key="00000-0")
+    await submit_job(cmd, store=store, bedrock=bedrock, queues=queues, settings=settings)
+    await submit_job(cmd, store=store, bedrock=bedrock, queues=queues, settings=settings)  # redelivered
+    first, second = queues.to("poll")
+    queues.sent.clear()
+
+    await check_job(first, store=store, bedrock=bedrock, queues=queues, settings=settings)
+    await check_job(second, store=store, bedrock=bedrock, queues=queues, settings=settings)
+
+    assert len(queues.to("poll")) == 1, "the second copy is dropped, not a second loop"
 
 
 async def test_given_a_job_that_ended_when_checked_then_its_slot_is_freed_and_the_run_collected(

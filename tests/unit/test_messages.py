@@ -24,10 +24,10 @@ START_RUN = {
     "origin": "cli", "source_key": f"cli:{RUN_ID}",
 }
 SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
-              "job_key": "00003-0"}
+              "job_key": "00003-0", "seq": 2}
 CANCEL_RUN = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CancelRun"}
 CHECK_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CheckJob",
-             "job_key": "00003-1"}
+             "job_key": "00003-1", "seq": 7}
 COLLECT_RUN = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CollectRun"}
 RUN_FINISHED = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "RunFinished",
                 "outcome": "PARTIAL"}
