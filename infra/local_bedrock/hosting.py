@@ -12,7 +12,6 @@ events for either resource, so neither does this service.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import secrets
 import string
@@ -24,6 +23,7 @@ from infra.local_bedrock.catalogue import FoundationModel
 from infra.local_bedrock.custom_models import CustomModel, CustomModelStore
 from infra.local_bedrock.errors import BedrockError, conflict, not_found, quota_exceeded, throttled, validation
 from infra.local_bedrock.faults import FaultRegistry, HostingFaults, for_new_hosting, take_provisioning_throttle
+from infra.local_bedrock.pagination import aware, page
 from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.settings import Settings
 
@@ -269,8 +269,8 @@ class Hosting:
     def list_provisioned(self, params: dict[str, Any]) -> dict[str, Any]:
         self._settle()
         pts = [pt for pt in self._pts.values() if _pt_matches(pt, params)]
-        page, token = _page(pts, params, key=lambda pt: (pt.creation_time, pt.pt_id))
-        body: dict[str, Any] = {"provisionedModelSummaries": [pt.summary(self._region) for pt in page]}
+        chosen, token = _page(pts, params, key=lambda pt: (pt.creation_time, pt.pt_id))
+        body: dict[str, Any] = {"provisionedModelSummaries": [pt.summary(self._region) for pt in chosen]}
         return body | ({"nextToken": token} if token else {})
 
     def update_provisioned(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -345,8 +345,8 @@ class Hosting:
     def list_deployments(self, params: dict[str, Any]) -> dict[str, Any]:
         self._settle()
         deployments = [d for d in self._deployments.values() if _deployment_matches(d, params)]
-        page, token = _page(deployments, params, key=lambda d: (d.created_at, d.deployment_id))
-        body: dict[str, Any] = {"modelDeploymentSummaries": [d.summary() for d in page]}
+        chosen, token = _page(deployments, params, key=lambda d: (d.created_at, d.deployment_id))
+        body: dict[str, Any] = {"modelDeploymentSummaries": [d.summary() for d in chosen]}
         return body | ({"nextToken": token} if token else {})
 
     def delete_deployment(self, identifier: str) -> dict[str, Any]:
@@ -549,9 +549,9 @@ def _pt_matches(pt: ProvisionedThroughput, params: dict[str, Any]) -> bool:
         return False
     if "modelArnEquals" in params and params["modelArnEquals"] not in (pt.model_arn, pt.desired_model_arn):
         return False
-    if "creationTimeAfter" in params and pt.creation_time <= _aware(params["creationTimeAfter"]):
+    if "creationTimeAfter" in params and pt.creation_time <= aware(params["creationTimeAfter"]):
         return False
-    if "creationTimeBefore" in params and pt.creation_time >= _aware(params["creationTimeBefore"]):
+    if "creationTimeBefore" in params and pt.creation_time >= aware(params["creationTimeBefore"]):
         return False
     return True
 
@@ -563,9 +563,9 @@ def _deployment_matches(deployment: Deployment, params: dict[str, Any]) -> bool:
         return False
     if "modelArnEquals" in params and params["modelArnEquals"] != deployment.model_arn:
         return False
-    if "createdAfter" in params and deployment.created_at <= _aware(params["createdAfter"]):
+    if "createdAfter" in params and deployment.created_at <= aware(params["createdAfter"]):
         return False
-    if "createdBefore" in params and deployment.created_at >= _aware(params["createdBefore"]):
+    if "createdBefore" in params and deployment.created_at >= aware(params["createdBefore"]):
         return False
     return True
 
@@ -575,27 +575,7 @@ T = TypeVar("T")
 
 def _page(items: list[T], params: dict[str, Any], *, key: Callable[[T], Any]) -> tuple[list[T], str | None]:
     """One page of items sorted by creation time (newest first unless asked), and the next token."""
-    items = sorted(items, key=key, reverse=params.get("sortOrder", "Descending") == "Descending")
-    start = _decode_token(params.get("nextToken"))
-    size = params.get("maxResults", 1000)
-    more = start + size < len(items)
-    return items[start : start + size], _encode_token(start + size) if more else None
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind == "offset":
-            return int(offset)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise validation(f"The nextToken {token} is not valid.")
+    return page(sorted(items, key=key, reverse=params.get("sortOrder", "Descending") == "Descending"), params)
 
 
 def _count(statuses: Iterable[str]) -> dict[str, int]:
@@ -603,10 +583,6 @@ def _count(statuses: Iterable[str]) -> dict[str, int]:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return counts
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _moment(value: str | dt.datetime | None) -> dt.datetime | None:
