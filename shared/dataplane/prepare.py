@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dataplane import configure_arrow_memory
 from shared.dataplane.readers import DEFAULT_BATCH_ROWS, InputError, detect_format, iter_batches
+from shared.dataplane.sandbox import RenderLimits
 from shared.dataplane.splitter import Chunk, SplitPlan, plan_chunks
 from shared.dataplane.templates import PromptTemplate
 from shared.domain.bodies import Family, InferenceParams, UnsupportedModelError, build_body, family_of
@@ -39,9 +40,9 @@ MODEL_INPUT_COLUMN = "modelInput"
 RECORD_ID_DIGITS = 10
 SPOOL_NAME = "records.jsonl"
 ROWS_NAME = "rows.parquet"
-# Bedrock documents no per-record limit; 1 MiB is far above any model's context window in text
-# and keeps one runaway row from eating a whole 1 GB input file.
-DEFAULT_MAX_RECORD_BYTES = 1 << 20
+# Bedrock documents no per-record limit; 1,000,000 bytes is far above any model's context window
+# in text and keeps one runaway row from eating a whole 1 GB input file. QUARRY_MAX_RECORD_BYTES.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
 _IN_FLIGHT = 3
 
 
@@ -78,6 +79,8 @@ class PrepareLimits(BaseModel):
     max_file_bytes: int = Field(1_000_000_000, ge=1)
     max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1)
     batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1)
+    # A template that is more than {{ column }} renders each row in a sandbox process: this long at most.
+    template_row_timeout_s: float = Field(2.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,31 @@ def prepare(
     fmt, gzipped = detect_format(name)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare(stream, name=name, spec=spec, limits=limits, workdir=workdir, fmt=fmt, gzipped=gzipped,
+                        family=family)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        # The readers name what they know; anything else pyarrow refuses is still the input's fault.
+        raise InputError(f"{name}: cannot read the file: {str(e)[:300]}") from e
+
+
+def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: PrepareLimits, workdir: Path, fmt: str,
+             gzipped: bool, family: Family) -> Prepared:
     spool_path, rows_path = workdir / SPOOL_NAME, workdir / ROWS_NAME
-    batches = iter_batches(stream, fmt=fmt, gzipped=gzipped, name=name, batch_rows=limits.batch_rows)
+    batches = iter_batches(stream, fmt=fmt, gzipped=gzipped, name=name, batch_rows=limits.batch_rows,
+                           max_row_bytes=limits.max_record_bytes)
     first = next(batches)
     columns = first.schema.names
-    encoder = _encoder_for(spec, family, columns, name=name)
+    encoder = _encoder_for(spec, family, columns, name=name, limits=limits)
+    try:
+        return _encode_all(first, batches, encoder, columns=columns, name=name, spec=spec, limits=limits,
+                           family=family, spool_path=spool_path, rows_path=rows_path)
+    finally:
+        encoder.close()
+
+
+def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], name: str, spec: PrepareSpec,
+                limits: PrepareLimits, family: Family, spool_path: Path, rows_path: Path) -> Prepared:
     sizes: list[np.ndarray] = []
     rows = 0
     schema = pa.schema([pa.field(c, pa.string()) for c in columns])
@@ -167,8 +190,8 @@ def _check_record_sizes(sizes: np.ndarray, start: int, limit: int, *, name: str)
     over = np.flatnonzero(sizes > limit)
     if over.size:
         i = int(over[0])
-        raise InputError(f"{name}: row {start + i} makes a record of {int(sizes[i])} bytes, over the "
-                         f"{limit}-byte limit per record; shorten that row's text "
+        raise InputError(f"{name}: row {start + i + 1} makes a record of {int(sizes[i]):,} bytes, over the size "
+                         f"limit of {limit:,} bytes per record; shorten that row's text "
                          f"({over.size} row(s) of this batch are over)")
 
 
@@ -186,8 +209,11 @@ class _SplicedEncoder:
         self._pieces = pieces  # literal text, or 0 for the record id, 1 for the prompt
         self.vectorized = template.vectorized  # else prompts render row by row, records still spliced
 
+    def close(self) -> None:
+        self._template.close()
+
     def __call__(self, batch: pa.RecordBatch, first_row: int) -> tuple[memoryview, np.ndarray]:
-        prompts = json_escape(self._template.render_batch(batch))
+        prompts = json_escape(self._template.render_batch(batch, first_row))
         rids = record_ids(first_row, batch.num_rows)
         args = [p if isinstance(p, str) else (rids if p == 0 else prompts) for p in self._pieces]
         lines = pc.binary_join_element_wise(*args, "")
@@ -202,6 +228,10 @@ class _RowEncoder:
     def __init__(self, template: PromptTemplate | None, family: Family, spec: PrepareSpec, name: str) -> None:
         self._template, self._family, self._spec, self._name = template, family, spec, name
 
+    def close(self) -> None:
+        if self._template is not None:
+            self._template.close()
+
     def __call__(self, batch: pa.RecordBatch, first_row: int) -> tuple[bytes, np.ndarray]:
         lines = []
         if self._template is None:
@@ -210,14 +240,14 @@ class _RowEncoder:
                                            "modelInput": self._model_input(text, first_row + i)}) + b"\n")
         else:
             spec = self._spec
-            for i, prompt in enumerate(self._template.render_batch(batch).to_pylist()):
+            for i, prompt in enumerate(self._template.render_batch(batch, first_row).to_pylist()):
                 body = build_body(self._family, prompt, system=spec.system, params=spec.params,
                                   converse=spec.converse)
                 lines.append(orjson.dumps({"recordId": record_id(first_row + i), "modelInput": body}) + b"\n")
         return b"".join(lines), np.fromiter(map(len, lines), dtype=np.int32, count=len(lines))
 
     def _model_input(self, text: str | None, row: int) -> dict:
-        where = f"{self._name}: row {row}, field {MODEL_INPUT_COLUMN!r}"
+        where = f"{self._name}: row {row + 1}, field {MODEL_INPUT_COLUMN!r}"
         if text is None or not text.strip():
             raise InputError(f"{where} is empty; give every row a JSON object, or pass a prompt template")
         try:
@@ -231,14 +261,15 @@ class _RowEncoder:
         return body
 
 
-def _encoder_for(spec: PrepareSpec, family: Family, columns: list[str], *, name: str):
+def _encoder_for(spec: PrepareSpec, family: Family, columns: list[str], *, name: str, limits: PrepareLimits):
     if spec.template is None:
         if MODEL_INPUT_COLUMN not in columns:
             raise InputError(f"{name}: no prompt template was given, so the input needs a "
                              f"{MODEL_INPUT_COLUMN!r} column with each row's request body; its columns "
                              f"are: {', '.join(columns)}. Add the column or pass a template")
         return _RowEncoder(None, family, spec, name)
-    template = PromptTemplate(spec.template, columns)
+    template = PromptTemplate(spec.template, columns, name=name, limits=RenderLimits(
+        row_timeout_s=limits.template_row_timeout_s, max_output_bytes=limits.max_record_bytes))
     pieces = _splice_pieces(family, spec)
     if pieces is None:
         return _RowEncoder(template, family, spec, name)

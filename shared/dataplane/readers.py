@@ -4,16 +4,25 @@ The stream is any non-seekable binary file-like (an S3 StreamingBody read with o
 TSV go through pyarrow's streaming, multi-threaded CSV reader; JSONL is split into lines here and
 parsed with orjson; Parquet needs random access, so it is spooled to a temporary file first.
 Every value becomes a string (numbers keep their text exactly: "007" stays "007"), nulls stay null.
+
+Errors name the file and the place, counted from 1 as an editor shows them: "line" is the line
+of the file (a CSV header is line 1), "row" is the data row (the first row under a CSV header,
+the first JSON line or the first Parquet row is row 1). Text must be UTF-8.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from collections import deque
 from typing import IO, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +41,10 @@ DEFAULT_BATCH_ROWS = 8_192
 # for no speed gain. Blocks are then regrouped into batches of about batch_rows rows.
 _CSV_BLOCK_BYTES = 1 << 20
 _HEADER_PEEK_BYTES = 1 << 20
+# A row (one CSV record or JSON line) over this many bytes is refused before it is parsed: it is
+# over the record limit anyway, and pyarrow cannot parse a row longer than its block.
+DEFAULT_MAX_ROW_BYTES = 1_000_000
+_NOT_UTF8 = "save the file as UTF-8 and upload it again"
 
 
 class InputError(PermanentError, ValueError):
@@ -55,15 +68,16 @@ def detect_format(name: str) -> tuple[Format, bool]:
 
 def iter_batches(
     stream: IO[bytes], *, fmt: Format, gzipped: bool, name: str,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int = DEFAULT_BATCH_ROWS, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
 ) -> Iterator[pa.RecordBatch]:
     """Yield RecordBatches of string columns from `stream`, read once, front to back."""
     if gzipped:
-        stream = _GzipReader(stream)
+        stream = _GzipReader(stream, name=name)
     if fmt in ("csv", "tsv"):
-        yield from _rebatch(_iter_csv(stream, name=name, delimiter="," if fmt == "csv" else "\t"), batch_rows)
+        yield from _rebatch(_iter_csv(stream, name=name, delimiter="," if fmt == "csv" else "\t",
+                                      max_row_bytes=max_row_bytes), batch_rows)
     elif fmt == "jsonl":
-        yield from _iter_jsonl(stream, name=name, batch_rows=batch_rows)
+        yield from _iter_jsonl(stream, name=name, batch_rows=batch_rows, max_row_bytes=max_row_bytes)
     elif fmt == "parquet":
         yield from _iter_parquet(stream, name=name, batch_rows=batch_rows)
     else:
@@ -87,8 +101,9 @@ def _rebatch(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.
 class _GzipReader(io.RawIOBase):
     """gzip decompression in pyarrow (zlib without the GIL) over a Python stream."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], *, name: str) -> None:
         self._inner = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip")
+        self._name = name
 
     def readable(self) -> bool:
         return True
@@ -97,7 +112,7 @@ class _GzipReader(io.RawIOBase):
         try:
             return self._inner.read(None if size is None or size < 0 else size)
         except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"the file is not valid gzip ({e}); upload it uncompressed or "
+            raise InputError(f"{self._name}: the file is not valid gzip ({e}); upload it uncompressed or "
                              "re-compress it with gzip") from e
 
     def readinto(self, b) -> int:  # type: ignore[override]
@@ -153,32 +168,56 @@ def check_column_names(names: list[str], *, name: str) -> None:
                          "rename them so every column name is unique")
 
 
-def _iter_csv(stream: IO[bytes], *, name: str, delimiter: str) -> Iterator[pa.RecordBatch]:
+def _iter_csv(stream: IO[bytes], *, name: str, delimiter: str, max_row_bytes: int) -> Iterator[pa.RecordBatch]:
     head = _read_at_least(stream, _HEADER_PEEK_BYTES)
     if head.startswith(_BOM):
         head = head[len(_BOM):]
     if not head.strip():
         raise InputError(f"{name}: the file is empty; upload a file with a header row and at least one data row")
+    check_text_encoding(head, name=name)
     header = _parse_header(head, name=name, delimiter=delimiter)
     check_column_names(header, name=name)
     quoting = delimiter == ","  # TSV has no quoting convention: quotes are literal text.
-    read_opts = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=True)
+    scan = _RowScanner(_Prefixed(head, stream), name=name, quoting=quoting, max_row_bytes=max_row_bytes)
+    invalid: list = []
+
+    def on_invalid_row(row) -> str:
+        invalid.append(row)
+        return "error"
+
+    # The block must hold the longest row allowed: pyarrow cannot parse a row longer than a block.
+    read_opts = pacsv.ReadOptions(block_size=max(_CSV_BLOCK_BYTES, max_row_bytes + 1),
+                                  # One parsing thread: the only way pyarrow numbers the rows in its
+                                  # errors, and no slower here (the reader is bound by the input).
+                                  use_threads=False)
     parse_opts = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False,
-                                    newlines_in_values=quoting)
+                                    newlines_in_values=quoting, invalid_row_handler=on_invalid_row)
     convert_opts = pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                         strings_can_be_null=False, quoted_strings_can_be_null=False)
     rows_read = 0
     try:
-        reader = pacsv.open_csv(_Prefixed(head, stream), read_options=read_opts,
-                                parse_options=parse_opts, convert_options=convert_opts)
+        reader = pacsv.open_csv(scan, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)
         for batch in reader:
             rows_read += batch.num_rows
             yield batch
     except pa.ArrowInvalid as e:
-        raise _csv_error(e, name=name, header=header, rows_read=rows_read) from e
+        raise _csv_error(e, name=name, header=header, rows_read=rows_read, scan=scan,
+                         invalid=invalid[0] if invalid else None) from None
     if rows_read == 0:
         raise InputError(f"{name}: the file has a header ({', '.join(header)}) but no data rows; "
                          "add at least one row under the header")
+
+
+def check_text_encoding(head: bytes, *, name: str) -> None:
+    """A text input must be UTF-8: UTF-16 (with or without its BOM) is named as such."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{name}: line 1: the file is UTF-16 (it starts with a UTF-16 byte order mark), "
+                         f"not UTF-8; {_NOT_UTF8}")
+    zero = head.find(b"\x00")
+    if zero >= 0:
+        line = head.count(b"\n", 0, zero) + 1
+        raise InputError(f"{name}: line {line}: the file holds NUL bytes, so it is not "
+                         f"UTF-8 text (UTF-16 without a byte order mark looks like this); {_NOT_UTF8}")
 
 
 def _parse_header(head: bytes, *, name: str, delimiter: str) -> list[str]:
@@ -186,30 +225,43 @@ def _parse_header(head: bytes, *, name: str, delimiter: str) -> list[str]:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         # The peek may end inside a multi-byte character: only bytes before that count.
-        if e.start < len(head) - 4:
-            raise InputError(f"{name}: byte {e.start} is not UTF-8 (near the header); save the file "
-                             "as UTF-8 and upload it again") from e
+        # A bad byte past the header is the row scanner's to report, with its line and row.
+        if b"\n" not in head[: e.start] and e.start < len(head) - 4:
+            raise InputError(f"{name}: line 1 (the header) is not UTF-8; {_NOT_UTF8}") from None
         text = head[: e.start].decode("utf-8")
     if delimiter == ",":
-        row = next(csv.reader(io.StringIO(text), delimiter=delimiter, strict=False))
+        row = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False))
     else:
-        row = text.split("\n", 1)[0].rstrip("\r").split(delimiter)
+        row = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0].split(delimiter)
     return row
 
 
-def _csv_error(e: pa.ArrowInvalid, *, name: str, header: list[str], rows_read: int) -> InputError:
+_ROW_NUMBER = re.compile(r"Row #(\d+)")
+
+
+def _csv_error(e: pa.ArrowInvalid, *, name: str, header: list[str], rows_read: int, scan: "_RowScanner",
+               invalid) -> InputError:
     msg = str(e)
-    where = f"after data row {rows_read} (rows before it were read)"
-    if "Expected" in msg and "columns" in msg:
+    number = _ROW_NUMBER.search(msg)
+    # pyarrow numbers CSV records from 1 with the header as record 1, skipping empty lines.
+    record = int(number.group(1)) - 1 if number else None
+    if record is not None:
+        line = scan.line_of_record(record)
+        where = f"line {line} (row {record})" if line is not None else f"row {record}"
+    else:
+        where = f"a row after row {rows_read}"
+    if invalid is not None or ("Expected" in msg and "columns" in msg):
+        got = f"{invalid.actual_columns} fields" if invalid is not None else "a different number of fields"
         return InputError(
-            f"{name}: a row {where} has the wrong number of fields: {msg.split('CSV parse error: ')[-1][:300]}; "
-            f"the header has {len(header)} fields ({', '.join(header)}). Quote fields that contain "
-            "the delimiter, close every opening quote, and double quotes inside quoted fields (\"\")")
+            f"{name}: {where} has {got}, but the header has {len(header)} ({', '.join(header)}). Quote "
+            "fields that contain the delimiter, close every opening quote, and double quotes inside quoted "
+            "fields (\"\")")
     if "UTF8" in msg or "utf8" in msg.lower():
         column = _column_from(msg, header)
-        return InputError(f"{name}: field {column} holds bytes that are not UTF-8, in a row {where}; "
-                          "save the file as UTF-8 and upload it again")
-    return InputError(f"{name}: cannot parse the CSV {where}: {msg[:300]}")
+        return InputError(f"{name}: {where}, field {column} is not UTF-8; {_NOT_UTF8}")
+    if "straddl" in msg:
+        return InputError(f"{name}: {where}: a row over the size limit of {scan.max_row_bytes:,} bytes")
+    return InputError(f"{name}: cannot parse the CSV at {where}: {msg[:200]}")
 
 
 def _column_from(msg: str, header: list[str]) -> str:
@@ -221,26 +273,197 @@ def _column_from(msg: str, header: list[str]) -> str:
     return "(unknown)"
 
 
-def _iter_jsonl(stream: IO[bytes], *, name: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+class _RowScanner(io.RawIOBase):
+    """The bytes of a CSV or TSV on their way to pyarrow, checked and counted at C speed.
+
+    It refuses bytes that are not UTF-8 and any row longer than `max_row_bytes`, naming the line
+    and row, before pyarrow sees them; and it keeps the last few blocks with the counts before
+    each, so a parse error that pyarrow reports by record number is named by the file's line.
+    Lines end at "\\n", "\\r\\n" or a lone "\\r", as pyarrow reads them; a line break inside a
+    quoted field does not end a row (quotes are tracked by the parity of '"' bytes so far: a
+    doubled quote inside a quoted field flips it twice). Empty rows are not counted, as pyarrow
+    skips them.
+    """
+
+    _WINDOW = 8
+
+    def __init__(self, raw: IO[bytes], *, name: str, quoting: bool, max_row_bytes: int) -> None:
+        self._raw, self._name, self._quoting = raw, name, quoting
+        self.max_row_bytes = max_row_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._state = _ScanState()
+        self._window: deque[tuple[_ScanState, bytes]] = deque(maxlen=self._WINDOW)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        if chunk:
+            self._scan(chunk)
+        else:
+            try:
+                self._utf8.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise self._not_utf8_at_end() from None
+        return chunk
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def line_of_record(self, record: int) -> int | None:
+        """The line a record (0 = the header) starts on, if it is in the last few blocks."""
+        for state, chunk in self._window:
+            for row in _rows_ending_in(state, chunk, self._quoting):
+                if row.record == record:
+                    return row.line
+        if self._state.records == record:  # the open row, not ended yet
+            return self._state.row_line
+        return None
+
+    def _scan(self, chunk: bytes) -> None:
+        before = self._state
+        self._window.append((before, chunk))
+        pending = len(self._utf8.getstate()[0])
+        try:
+            self._utf8.decode(chunk)
+        except UnicodeDecodeError as e:
+            raise self._problem(before, chunk, max(e.start - pending, 0), "is not UTF-8") from None
+        zero = chunk.find(b"\x00")
+        if zero >= 0:
+            raise self._problem(before, chunk, zero, "holds a NUL byte, so the file is not UTF-8 text (UTF-16 "
+                                                     "looks like this)")
+        newlines, breaks, in_quotes = _line_breaks(chunk, before.in_quotes, self._quoting)
+        after = _ScanState(offset=before.offset + len(chunk), lines=before.lines + int(newlines.size),
+                           records=before.records, in_quotes=in_quotes, row_start=before.row_start,
+                           row_line=before.row_line, row_blank=before.row_blank)
+        if breaks.size:
+            starts = np.concatenate(([before.row_start - before.offset], breaks[:-1] + 1))
+            lengths = breaks - starts
+            if int(lengths.max()) > self.max_row_bytes:
+                raise self._long_row(before, chunk)
+            after.records += int(breaks.size) - _empty_rows(chunk, starts, lengths, before.row_blank)
+            last = int(breaks[-1])
+            after.row_start = before.offset + last + 1
+            after.row_line = before.lines + int(np.searchsorted(newlines, last, side="right")) + 1
+            after.row_blank = _blank(chunk[last + 1:])
+        else:
+            after.row_blank = before.row_blank and _blank(chunk)
+        self._state = after
+        if after.offset - after.row_start > self.max_row_bytes:
+            raise self._too_long(after.row_line, after.records, after.offset - after.row_start, at_least=True)
+
+    def _long_row(self, state: "_ScanState", chunk: bytes) -> InputError:
+        for row in _rows_ending_in(state, chunk, self._quoting):
+            if row.size > self.max_row_bytes:
+                return self._too_long(row.line, row.record, row.size)
+        raise AssertionError("a long row was found and then lost")  # pragma: no cover
+
+    def _too_long(self, line: int, record: int, size: int, at_least: bool = False) -> InputError:
+        what = "the header" if record == 0 else f"row {record}"
+        size_text = f"over {size:,}" if at_least else f"{size:,}"
+        return InputError(f"{self._name}: line {line} ({what}) has a field over the size limit of "
+                          f"{self.max_row_bytes:,} bytes per row (the row is {size_text} bytes); shorten it, or "
+                          "split the text over several rows")
+
+    def _problem(self, state: "_ScanState", chunk: bytes, at: int, what: str) -> InputError:
+        newlines, _, _ = _line_breaks(chunk[:at], state.in_quotes, self._quoting)
+        line = state.lines + int(newlines.size) + 1
+        record = state.records + sum(1 for _ in _rows_ending_in(state, chunk[:at], self._quoting))
+        row = "the header" if record == 0 else f"row {record}"
+        return InputError(f"{self._name}: line {line} ({row}) {what}; {_NOT_UTF8}")
+
+    def _not_utf8_at_end(self) -> InputError:
+        row = "the header" if self._state.records == 0 else f"row {self._state.records}"
+        return InputError(f"{self._name}: line {self._state.lines + 1} ({row}) ends in the middle of a character, "
+                          f"so the file is not UTF-8; {_NOT_UTF8}")
+
+
+@dataclass
+class _ScanState:
+    offset: int = 0           # bytes scanned before
+    lines: int = 0            # line breaks scanned before
+    records: int = 0          # non-empty rows ended before (the header is record 0)
+    in_quotes: bool = False
+    row_start: int = 0        # where the open row starts, its line, and whether it is empty so far
+    row_line: int = 1
+    row_blank: bool = True
+
+
+@dataclass(frozen=True)
+class _Row:
+    record: int
+    line: int
+    size: int
+
+
+def _rows_ending_in(state: _ScanState, chunk: bytes, quoting: bool) -> Iterator[_Row]:
+    """Each non-empty row that ends in `chunk`, scanned after `state` (the error path: Python speed)."""
+    newlines, breaks, _ = _line_breaks(chunk, state.in_quotes, quoting)
+    record, line, blank, start = state.records, state.row_line, state.row_blank, state.row_start - state.offset
+    for end in breaks.tolist():
+        blank = blank and _blank(chunk[max(start, 0):end])
+        if not blank:
+            yield _Row(record, line, end - start)
+            record += 1
+        line = state.lines + int(np.searchsorted(newlines, end, side="right")) + 1
+        start, blank = end + 1, True
+
+
+def _blank(data: bytes) -> bool:
+    return not data.strip(b"\r")
+
+
+def _empty_rows(chunk: bytes, starts: np.ndarray, lengths: np.ndarray, open_blank: bool) -> int:
+    """How many of the rows ending in `chunk` are empty (nothing, or a "\\r" before "\\n")."""
+    first_empty = open_blank and _blank(chunk[: int(starts[0] + lengths[0])])
+    rest_starts, rest_lengths = starts[1:], lengths[1:]
+    empty = int(np.count_nonzero(rest_lengths == 0))
+    ones = rest_starts[rest_lengths == 1]
+    if ones.size:
+        empty += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8)[ones] == 13))
+    return empty + int(first_empty)
+
+
+def _line_breaks(chunk: bytes, in_quotes: bool, quoting: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Offsets in `chunk` of every line break and of those that end a row (outside quotes), and
+    whether the chunk ends inside quotes. A line break is "\\n" or a "\\r" not followed by "\\n"."""
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    is_break = data == 10
+    if b"\r" in chunk:
+        lone_cr = data == 13
+        lone_cr[:-1] &= data[1:] != 10
+        is_break |= lone_cr
+    newlines = np.flatnonzero(is_break)
+    if not quoting or (not in_quotes and b'"' not in chunk):
+        return newlines, newlines, in_quotes
+    quotes = np.flatnonzero(data == 34)
+    # The quote state at a line break: the parity of the quotes before it, from the chunk's start state.
+    inside = (np.searchsorted(quotes, newlines) + int(in_quotes)) % 2
+    return newlines, newlines[inside == 0], bool((quotes.size + int(in_quotes)) % 2)
+
+
+def _iter_jsonl(stream: IO[bytes], *, name: str, batch_rows: int, max_row_bytes: int) -> Iterator[pa.RecordBatch]:
     columns: list[str] | None = None
     rows: list[dict] = []
-    line_no = 0
-    saw_any = False
-    for raw in io.BufferedReader(_Prefixed(b"", stream), buffer_size=1 << 20):
+    line_no = row_no = 0
+    reader = io.BufferedReader(_Prefixed(b"", stream), buffer_size=1 << 20)
+    while raw := reader.readline(max_row_bytes + 2):
         line_no += 1
-        if line_no == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+        if line_no == 1:
+            if raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            check_text_encoding(raw, name=name)
+        if len(raw.rstrip(b"\r\n")) > max_row_bytes:
+            raise InputError(f"{name}: line {line_no} (row {row_no + 1}) has a field "
+                             f"over the size limit of {max_row_bytes:,} bytes per row; shorten it, or split the text "
+                             "over several rows")
         if not raw.strip():
             continue
-        saw_any = True
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"{name}: line {line_no} is not valid JSON ({e}); each line must be one "
-                             "JSON object") from e
-        if not isinstance(obj, dict):
-            raise InputError(f"{name}: line {line_no} is a JSON {type(obj).__name__}, not an object; "
-                             "each line must be one JSON object like {\"column\": \"value\"}")
+        row_no += 1
+        obj = _json_line(raw, name=name, where=f"line {line_no} (row {row_no})")
         if columns is None:
             columns = list(obj)
             column_set = set(columns)
@@ -248,7 +471,7 @@ def _iter_jsonl(stream: IO[bytes], *, name: str, batch_rows: int) -> Iterator[pa
         elif obj.keys() != column_set:
             missing = [c for c in columns if c not in obj]
             extra = [c for c in obj if c not in columns]
-            raise InputError(f"{name}: line {line_no} has different fields from line 1"
+            raise InputError(f"{name}: line {line_no} has different fields from the first line"
                              + (f"; missing {', '.join(missing)}" if missing else "")
                              + (f"; unexpected {', '.join(extra)}" if extra else "")
                              + "; give every line the same fields (use null for a missing value)")
@@ -256,10 +479,29 @@ def _iter_jsonl(stream: IO[bytes], *, name: str, batch_rows: int) -> Iterator[pa
         if len(rows) >= batch_rows:
             yield _jsonl_batch(rows, columns)
             rows = []
-    if not saw_any:
+    if columns is None:
         raise InputError(f"{name}: the file is empty; upload a file with one JSON object per line")
     if rows:
         yield _jsonl_batch(rows, columns or [])
+
+
+def _json_line(raw: bytes, *, name: str, where: str) -> dict:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: {where} is not UTF-8; {_NOT_UTF8}") from None
+        if b"\x00" in raw:
+            raise InputError(f"{name}: {where} holds a NUL byte, so the file is not UTF-8 text (UTF-16 "
+                             f"looks like this); {_NOT_UTF8}") from None
+        raise InputError(f"{name}: {where} is not valid JSON ({e}); each line must be one "
+                         "JSON object") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{name}: {where} is a JSON {type(obj).__name__}, not an object; "
+                         "each line must be one JSON object like {\"column\": \"value\"}")
+    return obj
 
 
 def _as_text(v: object) -> str | None:

@@ -101,14 +101,22 @@ def test_given_no_template_and_no_model_input_column_when_prepared_then_it_says_
 
 def test_given_a_model_input_that_is_not_an_object_when_prepared_then_the_row_is_named(tmp_path):
     data = b'{"modelInput": {"a": 1}}\n{"modelInput": [1, 2]}\n'
-    with pytest.raises(InputError, match=r"in\.jsonl: row 1, field 'modelInput' holds a JSON list"):
+    with pytest.raises(InputError, match=r"in\.jsonl: row 2, field 'modelInput' holds a JSON list"):
         do_prepare(tmp_path, data=data, name="in.jsonl", template=None)
 
 
-def test_given_a_row_over_the_record_limit_when_prepared_then_the_row_is_named(tmp_path):
+def test_given_a_row_over_the_record_limit_when_prepared_then_its_line_and_row_are_named(tmp_path):
     rows = [{"q": "short"}] * 5 + [{"q": "x" * 5_000}]
-    with pytest.raises(InputError, match=r"in\.csv: row 5 makes a record of \d+ bytes, over the 1000-byte limit"):
+    with pytest.raises(InputError, match=r"in\.csv: line 7 \(row 6\) has a field over the size limit of 1,000 bytes"):
         do_prepare(tmp_path, data=csv_bytes(rows), limits=PrepareLimits(max_record_bytes=1_000))
+
+
+def test_given_a_row_whose_record_is_over_the_limit_when_prepared_then_the_row_is_named(tmp_path):
+    rows = [{"q": "short"}] * 5 + [{"q": "x" * 900}]
+    with pytest.raises(InputError, match=r"in\.csv: row 6 makes a record of [\d,]+ bytes, over the size limit of "
+                                         r"1,000 bytes per record"):
+        do_prepare(tmp_path, data=csv_bytes(rows), template="{{ q }} and again {{ q }}",
+                   limits=PrepareLimits(max_record_bytes=1_000))
 
 
 def test_given_an_unknown_model_when_prepared_then_it_fails_before_reading(tmp_path):
