@@ -18,6 +18,7 @@ from shared.adapters.store import RunStore
 from shared.consumer import Consumer
 from shared.logs import configure_logging
 from shared.settings import Settings
+from shared.watchdog import watch
 
 WORKERS = ("preprocess", "submit", "poll", "postprocess", "notify")
 
@@ -62,7 +63,8 @@ def by_type(handlers: dict[type, Callable[[Any], Awaitable[None]]]) -> Callable[
 
 
 def run_worker(worker: str, inbox: TypeAdapter, wire: Callable[[Ports], Callable[[Any], Awaitable[None]]]) -> None:
-    """Run one worker until SIGTERM: consume its queue, hand each message to its handler."""
+    """Run one worker until SIGTERM: consume its queue, hand each message to its handler, and run
+    the watchdog beside it (shared/watchdog.py)."""
     settings = Settings()
     configure_logging(settings.log_level)
     structlog.contextvars.bind_contextvars(worker=worker)
@@ -71,10 +73,20 @@ def run_worker(worker: str, inbox: TypeAdapter, wire: Callable[[Ports], Callable
 
 async def _serve(worker: str, inbox: TypeAdapter, wire: Callable[[Ports], Any], settings: Settings) -> None:
     async with open_ports(settings) as ports:
+        async def record_failure(run_id: str, reason: str, fatal: bool) -> None:
+            await ports.store.record_failure(run_id, f"{worker}: {reason}", fatal=fatal)
+
         consumer = Consumer(
             ports.sqs, queue_url=await ports.queues.url(worker), dlq_url=await ports.queues.url(f"{worker}-dlq"),
             inbox=inbox, handle=wire(ports), concurrency=settings.worker_concurrency,
-            visibility_timeout_s=settings.visibility_timeout_s, wait_s=2,
+            visibility_timeout_s=settings.visibility_timeout_s, wait_s=2, on_failure=record_failure,
         )
         consumer.install_signal_handlers()
-        await consumer.run()
+        # Every worker runs the watchdog (one at a time, by lease), so it lives while any worker does.
+        watchdog = asyncio.create_task(watch(store=ports.store, queues=ports.queues, bedrock=ports.batch_jobs,
+                                             settings=settings, worker=worker))
+        try:
+            await consumer.run()
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)

@@ -5,9 +5,10 @@ Resource names default to the local stack's; on AWS the template sets them on ev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,15 @@ class Settings(BaseSettings):
     max_records_per_job: int = Field(50_000, ge=1)
     max_bytes_per_file: int = Field(1_000_000_000, ge=1)
     max_record_bytes: int = Field(1_000_000, ge=1)
+    # Where a run may read its input, besides the inputs bucket: "s3://bucket/" or
+    # "s3://bucket/prefix/" entries, comma-separated (the template's AllowedInputLocations, which
+    # also grants the reads in IAM). Whoever asks (event, CLI), nothing else is read.
+    allowed_inputs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Models a run may name, as globs over model ids, comma-separated; "*": any model Bedrock serves.
+    allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    # A template that is more than {{ column }} substitutions renders each row in a sandbox process,
+    # for at most this long a row (shared/dataplane/sandbox.py).
+    template_row_timeout_s: float = Field(2.0, gt=0, le=60)
     # Submitted + in-progress jobs per model, shared by every run: {"model-id or *": limit}.
     model_concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 20})
     job_timeout_hours: int = Field(24, ge=24, le=168)
@@ -42,11 +52,28 @@ class Settings(BaseSettings):
     on_demand_concurrency: int = Field(4, ge=1)
     worker_concurrency: int = Field(4, ge=1)
     visibility_timeout_s: int = Field(120, ge=10)
+    # The watchdog (shared/watchdog.py): how often it sweeps, how long a run or job may show no
+    # progress before it is re-driven, how many re-drives or crashes before the run fails.
+    watchdog_interval_s: int = Field(30, ge=1)
+    stall_after_s: int = Field(300, ge=1)
+    max_redrives: int = Field(3, ge=1)
+    max_crashes: int = Field(5, ge=1)
+    # How long a message may sit in the outbox before the watchdog sends it for the writer.
+    outbox_grace_s: int = Field(30, ge=0)
+    # Runs older than this are not watched (Bedrock's longest job timeout is 7 days).
+    watch_days: int = Field(14, ge=1)
     log_level: str = "INFO"
     workdir: Path = Path("/tmp/quarry")
 
     def queue_name(self, worker: str) -> str:
         return f"{self.queue_prefix}{worker}"
+
+    @field_validator("allowed_inputs", "allowed_models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def concurrency_for(self, model_id: str) -> int:
         return self.model_concurrency.get(model_id, self.model_concurrency.get("*", 20))

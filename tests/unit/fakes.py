@@ -152,14 +152,29 @@ class FakeStore:
         return True
 
 
+class WorkerDied(BaseException):
+    """Stands for kill -9 between a committed write and the send after it (not an Exception, so
+    no handler code can catch it, as none could catch a kill)."""
+
+
 class FakeQueues:
     """Records every send as (worker, message, delay_s)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Message, int]] = []
+        self.crash_on_send = False  # the process dies at its next send: what it committed stays
 
     async def send(self, worker: str, message: Message, *, delay_s: int = 0) -> None:
+        if self.crash_on_send:
+            raise WorkerDied(f"the worker died before sending {type(message).__name__}")
         self.sent.append((worker, message, delay_s))
+
+    async def send_body(self, worker: str, body: str, *, delay_s: int = 0, what: str = "a message") -> None:
+        from shared import messages
+
+        inbox = {"preprocess": messages.PREPROCESS_INBOX, "submit": messages.SUBMIT_INBOX, "poll": messages.POLL_INBOX,
+                 "postprocess": messages.POSTPROCESS_INBOX, "notify": messages.NOTIFY_INBOX}[worker]
+        await self.send(worker, inbox.validate_json(body), delay_s=delay_s)
 
     def to(self, worker: str) -> list[Message]:
         return [message for w, message, _ in self.sent if w == worker]
@@ -282,6 +297,18 @@ class FakeObjects:
     def put(self, uri: str, data: bytes) -> None:
         split_uri(uri)
         self.objects[uri] = data
+
+    def writing(self, uri: str):
+        """A stream whose bytes become the object when it closes without error."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def stream():
+            buffer = io.BytesIO()
+            yield buffer
+            self.put(uri, buffer.getvalue())
+
+        return stream()
 
     def lines(self, uri: str) -> Iterator[bytes]:
         yield from self.objects.get(uri, b"").splitlines()

@@ -1,0 +1,173 @@
+"""The watchdog: what no message will do by itself, done by whichever worker holds the lease.
+
+Every worker runs it beside its consumer; a lease in the table lets one sweep at a time, so it
+keeps running while any worker is alive. Each sweep:
+- sends outbox messages a crash left behind (a change committed, its message never sent);
+- fails a run whose messages were parked, or crashed their handler `max_crashes` times, with the
+  last error, and sends its RunFinished (so an email, within minutes, never silence);
+- re-drives a run that shows no progress for `stall_after_s`: a PENDING job with no SubmitJob
+  alive, an active job whose check loop died, a run whose jobs all ended but was never collected,
+  a FINALIZING or PREPARING run whose worker died, an outcome never notified. Handlers are
+  idempotent, so a re-drive that was not needed costs a message. After `max_redrives` the run
+  fails with the reason: a worker dead for good ends in a failure and an email, not a hang.
+The reason a run is stalled is kept on the run (`Run.stalled`) for `quarry status`.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass, field
+import structlog
+
+from shared.adapters.bedrock import BatchJobs
+from shared.adapters.queues import Outgoing, Queues, deliver
+from shared.adapters.store import RunStore
+from shared.domain.runs import JOB_HOLDS_SLOT, Job, Run, now
+from shared.errors import ConflictError, QuarryError
+from shared.messages import CheckJob, CollectRun, RunFinished, StartRun, SubmitJob
+from shared.settings import Settings
+
+log = structlog.get_logger("quarry.watchdog")
+
+LEASE = "watchdog"
+
+
+@dataclass
+class Sweep:
+    """What one sweep did, for its log line and for tests."""
+
+    relayed: int = 0
+    redriven: dict[str, str] = field(default_factory=dict)  # run_id -> why
+    failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+
+
+async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings, worker: str) -> None:
+    """Sweep every `watchdog_interval_s` while holding the lease; until cancelled."""
+    holder = f"{worker}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    while True:
+        try:
+            if await store.take_lease(LEASE, holder, settings.watchdog_interval_s * 3):
+                done = await sweep(store=store, queues=queues, bedrock=bedrock, settings=settings)
+                if done.relayed or done.redriven or done.failed:
+                    log.info("watchdog_swept", relayed=done.relayed, redriven=len(done.redriven),
+                             failed=len(done.failed))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
+            log.exception("watchdog_sweep_failed")
+        await asyncio.sleep(settings.watchdog_interval_s)
+
+
+async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings) -> Sweep:
+    done = Sweep()
+    done.relayed = await _relay(store, queues, settings)
+    for run in await store.active_runs(now() - dt.timedelta(days=settings.watch_days)):
+        try:
+            await _watch_run(run, store=store, queues=queues, bedrock=bedrock, settings=settings, done=done)
+        except ConflictError:
+            continue  # a worker moved it meanwhile: that is progress; look again next sweep
+    return done
+
+
+async def _relay(store: RunStore, queues: Queues, settings: Settings) -> int:
+    """Send what committed changes implied but their writer never sent (it crashed)."""
+    left = await store.unsent(now() - dt.timedelta(seconds=settings.outbox_grace_s))
+    for item in left:
+        await queues.send_body(item.worker, item.body, delay_s=item.delay_s, what="an unsent message")
+        await store.forget_sent(item.run_id, item.key)
+        log.info("outbox_message_relayed", run_id=item.run_id, worker=item.worker)
+    return len(left)
+
+
+async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings,
+                     done: Sweep) -> None:
+    bound = log.bind(run_id=run.run_id)
+    crashes, last_error, fatal = await store.failures(run.run_id)
+    if not run.terminal and (fatal or crashes >= settings.max_crashes):
+        why = "a message for it was parked in a dead-letter queue" if fatal else f"its messages failed {crashes} times"
+        error = f"the run cannot go on: {why}. Last error: {last_error}"
+        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock)
+        done.failed[run.run_id] = error
+        return
+    jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
+    stall = diagnose(run, jobs, at=now(), stall_after_s=settings.stall_after_s)
+    if stall is None:
+        if run.stalled is not None:
+            await store.update_run(run, stalled=None)
+        return
+    why, messages = stall
+    if run.terminal:  # only its notice is missing: re-driving it can do no harm, however often
+        await _send(messages, queues)
+        bound.warning("run_redriven", why=why)
+        done.redriven[run.run_id] = why
+        return
+    if run.redrives >= settings.max_redrives:
+        error = (f"the run made no progress after {run.redrives} re-drives by the watchdog: {why}"
+                 + (f". Last error: {last_error}" if last_error else ""))
+        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock)
+        done.failed[run.run_id] = error
+        return
+    await store.update_run(run, redrives=run.redrives + 1, stalled=why)
+    await _send(messages, queues)
+    bound.warning("run_redriven", why=why, redrives=run.redrives + 1, messages=len(messages))
+    done.redriven[run.run_id] = why
+
+
+def diagnose(run: Run, jobs: list[Job], *, at: dt.datetime, stall_after_s: int) -> tuple[str, list[Outgoing]] | None:
+    """Why the run is stalled and the messages that re-drive it; None if it is moving."""
+    def quiet(item: Run | Job, factor: int = 1) -> bool:
+        return (at - item.updated_at).total_seconds() > stall_after_s * factor
+
+    if run.terminal:
+        if run.notified_at is None and quiet(run):
+            return (f"it ended {run.status} but was never notified",
+                    [Outgoing("notify", RunFinished(run_id=run.run_id, outcome=run.status))])
+        return None
+    if run.status == "PREPARING":
+        # Staging a large input writes nothing for minutes: give it longer before a second try.
+        if quiet(run, 3) and run.spec is not None:
+            return ("preprocess never finished preparing it",
+                    [Outgoing("preprocess", StartRun(run_id=run.run_id, input_uri=run.input_uri, spec=run.spec,
+                                                     origin=run.origin, source_key=run.source_key))])
+        return None
+    if run.status == "FINALIZING":
+        if quiet(run):
+            return "postprocess never finished collecting it", [Outgoing("postprocess", CollectRun(run_id=run.run_id))]
+        return None
+    stuck = [job for job in jobs if not job.terminal and quiet(job)]
+    if stuck:
+        return (f"{len(stuck)} job(s) made no progress: " + ", ".join(f"{j.job_key} {j.status}" for j in stuck[:5]),
+                [_redrive_job(job) for job in stuck])
+    if all(job.terminal for job in jobs) and quiet(run) and all(quiet(job) for job in jobs):
+        return "its jobs ended but it was never collected", [Outgoing("postprocess", CollectRun(run_id=run.run_id))]
+    return None
+
+
+def _redrive_job(job: Job) -> Outgoing:
+    if job.status in JOB_HOLDS_SLOT and job.bedrock_arn:
+        return Outgoing("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq))
+    return Outgoing("submit", SubmitJob(run_id=job.run_id, job_key=job.job_key, seq=job.submit_seq))
+
+
+async def fail_run(run: Run, error: str, *, store: RunStore, queues: Queues, bedrock: BatchJobs) -> None:
+    """End a run that cannot go on: FAILED with the error and its RunFinished in one write, then its
+    jobs stopped (poll frees their slots as they end) and its pending jobs cancelled."""
+    sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))]
+    await store.move_run(run, "FAILED", error=error, stalled=None, send=sent)
+    await deliver(sent, queues=queues, store=store)
+    log.error("run_failed_by_watchdog", run_id=run.run_id, error=error)
+    for job in await store.list_jobs(run.run_id):
+        try:
+            if job.status == "PENDING":
+                await store.move_job(job, "CANCELLED", message="the run failed before it was submitted")
+            elif job.status in JOB_HOLDS_SLOT and job.bedrock_arn:
+                await bedrock.stop(job.bedrock_arn)
+        except QuarryError as exc:  # submit or poll may be moving it too; they end it either way
+            log.warning("job_not_stopped", run_id=run.run_id, job_key=job.job_key, reason=str(exc))
+
+
+async def _send(messages: list[Outgoing], queues: Queues) -> None:
+    for item in messages:
+        await queues.send(item.worker, item.message, delay_s=item.delay_s)
