@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,9 +20,11 @@ from pydantic import ValidationError
 from infra.local_bedrock import catalogue, protocol
 from infra.local_bedrock.batch import BatchRunner
 from infra.local_bedrock.custom_models import CustomModel, CustomModelStore
+from infra.local_bedrock.customization import TERMINAL as CUSTOMIZATION_TERMINAL
+from infra.local_bedrock.customization import CustomizationJobStore, CustomizationRunner, base_model_for, checked_request
 from infra.local_bedrock.errors import BedrockError, conflict, not_found, throttled, validation
 from infra.local_bedrock.events import EventPublisher
-from infra.local_bedrock.faults import FaultRegistry, FaultSpec
+from infra.local_bedrock.faults import FaultRegistry, FaultSpec, for_new_customization, take_customization_throttle
 from infra.local_bedrock.hosting import Hosting
 from infra.local_bedrock.inference import Engines, invoke_many
 from infra.local_bedrock.jobs import TERMINAL, JobStore
@@ -29,6 +32,9 @@ from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.settings import Settings
 
 log = structlog.get_logger("local_bedrock.app")
+
+# Names of the documents the service's state is saved under (persistence.StateDir).
+BATCH_JOBS_STATE, CUSTOMIZATION_JOBS_STATE, CUSTOM_MODELS_STATE = "batch_jobs", "customization_jobs", "custom_models"
 
 SERVICE: web.AppKey["LocalBedrock"] = web.AppKey("service")
 
@@ -40,14 +46,37 @@ class LocalBedrock:
         self.faults = FaultRegistry()
         self.state = StateDir(settings.home)
         self.custom_models = CustomModelStore(region=settings.region, account_id=settings.account_id)
+        self.custom_models.load_records(self.state.load(CUSTOM_MODELS_STATE))
         self.jobs = JobStore(region=settings.region, account_id=settings.account_id,
                              max_active_per_model=settings.limits.max_active_jobs_per_model)
+        self.jobs.load_records(self.state.load(BATCH_JOBS_STATE))
+        self.customization_jobs = CustomizationJobStore(region=settings.region, account_id=settings.account_id)
+        self.customization_jobs.load_records(self.state.load(CUSTOMIZATION_JOBS_STATE))
         self.hosting = Hosting(settings, custom_models=self.custom_models, faults=self.faults, state=self.state)
         self.engines = Engines(settings)
         self.executor = ThreadPoolExecutor(max_workers=settings.running_jobs, thread_name_prefix="engine")
         publisher = EventPublisher(events, bus=settings.event_bus, account_id=settings.account_id,
                                    region=settings.region)
-        self.runner = BatchRunner(settings, engines=self.engines, s3=s3, events=publisher, executor=self.executor)
+        self.runner = BatchRunner(settings, engines=self.engines, s3=s3, events=publisher, executor=self.executor,
+                                  on_change=self._save_batch_jobs)
+        self.customizer = CustomizationRunner(settings, s3=s3, events=publisher, state=self.state,
+                                              custom_models=self.custom_models, save=self._save_customization)
+
+    async def restore(self) -> None:
+        """Carry on the jobs that had not ended when the service last stopped (state under its home)."""
+        for job in self.jobs.all():
+            if job.status not in TERMINAL:
+                await self.runner.resume(job)
+        for customization_job in self.customization_jobs.all():
+            if customization_job.status not in CUSTOMIZATION_TERMINAL:
+                await self.customizer.resume(customization_job)
+
+    def _save_batch_jobs(self) -> None:
+        self.state.save(BATCH_JOBS_STATE, self.jobs.to_records())
+
+    def _save_customization(self) -> None:
+        self.state.save(CUSTOMIZATION_JOBS_STATE, self.customization_jobs.to_records())
+        self.state.save(CUSTOM_MODELS_STATE, self.custom_models.to_records())
 
     # --- control plane: batch jobs -------------------------------------------------------------
     async def create_job(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +261,16 @@ class LocalBedrock:
     async def reset(self, request: web.Request) -> web.Response:
         """Forget every job and fault (tests call this between cases)."""
         await self.runner.close()
+        await self.customizer.close()
         self.jobs.clear()
         self.faults.clear()
+        self.customization_jobs.clear()
+        for model in self.custom_models.all():
+            self.engines.forget_custom(model.model_id)
+        self.custom_models.clear()
+        self._save_batch_jobs()
+        self._save_customization()
+        self.state.clear_areas("customization-jobs", "custom-models")
         self.hosting.clear()
         return web.json_response({"reset": True})
 
@@ -248,9 +285,18 @@ class LocalBedrock:
             "engine": self.settings.engine,
             "engineMap": self.settings.engine_map,
             "jobs": {status: sum(1 for j in jobs if j.status == status) for status in {j.status for j in jobs}},
+            "customizationJobs": _count(job.status for job in self.customization_jobs.all()),
+            "customModels": len(self.custom_models.all()),
             **self.hosting.counts(),
             "provisionedHourlyCost": self.hosting.prices()["totalHourly"],
         })
+
+
+def _count(statuses) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for status in statuses:
+        counted[status] = counted.get(status, 0) + 1
+    return counted
 
 
 def _model(identifier: str) -> catalogue.FoundationModel:
@@ -358,8 +404,10 @@ async def _lifecycle(app: web.Application, settings: Settings):
         events = await stack.enter_async_context(session.create_client("events", config=config))
         service = LocalBedrock(settings, s3=s3, events=events)
         app[SERVICE] = service
+        await service.restore()
         yield
         await service.runner.close()
+        await service.customizer.close()
         service.executor.shutdown(wait=False, cancel_futures=True)
 
 

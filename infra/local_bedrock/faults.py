@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra.local_bedrock.training import TrainingFaults
+
 Outcome = Literal["Failed", "PartiallyCompleted", "Expired", "Stopped"]
 
 
@@ -38,13 +40,22 @@ class FaultSpec(BaseModel):
     provisioning_outcome: Literal["Failed"] | None = Field(None, description="the status a new PT or deployment ends in")
     provisioning_seconds: float | None = Field(None, ge=0, description="seconds a PT or deployment stays Creating/Updating")
     throttle_provisioning: int = Field(0, ge=0, description="reject this many PT and deployment creates")
+    # --- customization jobs ---
+    # Scoped by model_id (the job's base model id) and job_name (a glob on the customization job's name).
+    training_outcome: Literal["Failed", "Stopped"] | None = Field(
+        None, description="the status a customization job ends in, part-way through its training")
+    training_after_fraction: float = Field(0.5, ge=0, le=1, description="share of the training steps done first")
+    training_diverges: bool = Field(False, description="the training loss rises instead of falling")
+    learn_nothing: bool = Field(False, description="the custom model answers exactly as its base model")
+    throttle_customization_creates: int = Field(0, ge=0, description="reject this many CreateModelCustomizationJob calls")
 
     @model_validator(mode="after")
     def _does_something(self) -> "FaultSpec":
         if (self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0
-                and not self.is_hosting):
+                and not self.is_hosting and not self.is_customization):
             raise ValueError("a fault needs an outcome, a record_error_rate, throttle_creates, "
-                             "a provisioning_outcome, provisioning_seconds or throttle_provisioning")
+                             "a provisioning_outcome, provisioning_seconds or throttle_provisioning, "
+                             "a training_outcome, training_diverges, learn_nothing or throttle_customization_creates")
         return self
 
     @property
@@ -52,6 +63,12 @@ class FaultSpec(BaseModel):
         """Whether this fault acts on provisioned throughputs and deployments."""
         return (self.provisioning_outcome is not None or self.provisioning_seconds is not None
                 or self.throttle_provisioning > 0)
+
+    @property
+    def is_customization(self) -> bool:
+        """Whether this fault acts on model customization jobs."""
+        return (self.training_outcome is not None or self.training_diverges or self.learn_nothing
+                or self.throttle_customization_creates > 0)
 
     def matches_hosting(self, *, model_ids: tuple[str, ...], name: str) -> bool:
         if self.model_id is not None and self.model_id not in model_ids:
@@ -73,6 +90,8 @@ class Fault(BaseModel):
     throttles_left: int
     provisioning_throttles_left: int = 0
     hostings_left: int | None = None
+    customization_throttles_left: int = 0
+    customizations_left: int | None = None
 
 
 class JobFaults(BaseModel):
@@ -103,7 +122,9 @@ class FaultRegistry:
     def add(self, spec: FaultSpec) -> Fault:
         fault = Fault(fault_id=f"fault-{next(self._ids)}", spec=spec, jobs_left=spec.times,
                       throttles_left=spec.throttle_creates,
-                      provisioning_throttles_left=spec.throttle_provisioning, hostings_left=spec.times)
+                      provisioning_throttles_left=spec.throttle_provisioning, hostings_left=spec.times,
+                      customization_throttles_left=spec.throttle_customization_creates,
+                      customizations_left=spec.times)
         self._faults[fault.fault_id] = fault
         return fault
 
@@ -179,3 +200,33 @@ def for_new_hosting(registry: FaultRegistry, *, model_ids: tuple[str, ...], name
         if fault.hostings_left is not None:
             fault.hostings_left -= 1
     return result
+
+
+# --- customization jobs -----------------------------------------------------------------------------
+def take_customization_throttle(registry: FaultRegistry, *, model_id: str, job_name: str) -> bool:
+    """Whether this CreateModelCustomizationJob is throttled; each throttle is used up once."""
+    for fault in registry.all():
+        if fault.customization_throttles_left > 0 and fault.spec.matches(model_id=model_id, job_name=job_name):
+            fault.customization_throttles_left -= 1
+            return True
+    return False
+
+
+def for_new_customization(registry: FaultRegistry, *, model_id: str, job_name: str) -> TrainingFaults:
+    """The faults a new customization job gets; a fault with `times` is spent as jobs take it."""
+    faults: dict[str, object] = {}
+    for fault in registry.all():
+        spec = fault.spec
+        if not (spec.training_outcome or spec.training_diverges or spec.learn_nothing) or fault.customizations_left == 0:
+            continue
+        if not spec.matches(model_id=model_id, job_name=job_name):
+            continue
+        if spec.training_outcome == "Failed":
+            faults.update(fail_after_fraction=spec.training_after_fraction, failure_message=spec.failure_message)
+        elif spec.training_outcome == "Stopped":
+            faults.update(stop_after_fraction=spec.training_after_fraction)
+        faults["diverge"] = bool(faults.get("diverge")) or spec.training_diverges
+        faults["learn_nothing"] = bool(faults.get("learn_nothing")) or spec.learn_nothing
+        if fault.customizations_left is not None:
+            fault.customizations_left -= 1
+    return TrainingFaults(**faults)  # type: ignore[arg-type]
