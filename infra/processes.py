@@ -84,6 +84,9 @@ def start_local_bedrock(log_dir: Path, *, aws_endpoint: str, env: dict[str, str]
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # The service keeps its state under its home and resumes what it finds there: unless told
+        # otherwise, each server gets a fresh one beside its log, never one shared with another run.
+        "LOCAL_BEDROCK_HOME": str(log_dir / f"local-bedrock-home-{port}"),
         **(env or {}),
     }
     process = spawn([sys.executable, "-m", "infra.local_bedrock", "--port", str(port), *args],

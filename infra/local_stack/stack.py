@@ -80,8 +80,10 @@ class LocalStack:
         if not self._alive("bedrock"):
             say(f"starting the local Bedrock ({c.engine} engine) on {c.url(c.bedrock_port)}")
             args = ("--engine", c.engine, "--preload")
+            # The local Bedrock keeps jobs, custom models and weights under a home of its own in the stack's.
             self._record("bedrock", start_local_bedrock(self.logs, aws_endpoint=c.url(c.moto_port), args=args,
-                                                        port=c.bedrock_port, detach=True, timeout=300))
+                                                        port=c.bedrock_port, detach=True, timeout=300,
+                                                        env={"LOCAL_BEDROCK_HOME": str(c.home / "bedrock")}))
         if not self._alive("mailsink"):
             say(f"starting the mail sink (SNS → HTTP {c.mail_http_port} → SMTP {c.smtp_port})")
             self._record("mailsink", self._start_mailsink())
