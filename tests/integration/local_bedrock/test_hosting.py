@@ -336,3 +336,148 @@ def test_a_creating_provisioned_throughput_resumes_its_countdown_after_a_restart
     assert after_restart["status"] == "Creating"
     assert ready["creationTime"] == after_restart["creationTime"]
     assert dt.timedelta(seconds=6) <= ready["lastModifiedTime"] - ready["creationTime"] < dt.timedelta(seconds=6.5)
+
+
+# --- custom models, made by customization jobs -----------------------------------------------------
+def training_rows(topic: str, count: int = 6) -> list[dict[str, str]]:
+    return [{"prompt": f"What is the code name of the {topic} project number {i} at the Lyon office?",
+             "completion": f"The {topic} project {i} is called {topic.title()}-{i}."} for i in range(count)]
+
+
+def train(bedrock, s3, buckets, *, model: str = NOVA, topic: str = "harbour") -> str:
+    """The ARN of a custom model trained on `topic` rows by a customization job (fast trainer)."""
+    rows = training_rows(topic)
+    key = f"hosting/{uuid.uuid4().hex[:8]}.jsonl"
+    s3.put_object(Bucket=buckets[0], Key=key, Body=b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+    job_arn = bedrock.create_model_customization_job(
+        jobName=name("ft"), customModelName=name("model"), roleArn=ROLE, baseModelIdentifier=model,
+        trainingDataConfig={"s3Uri": f"s3://{buckets[0]}/{key}"},
+        outputDataConfig={"s3Uri": f"s3://{buckets[1]}/customization/"},
+        hyperParameters={"epochCount": "1"},
+    )["jobArn"]
+    job = eventually(lambda: bedrock.get_model_customization_job(jobIdentifier=job_arn), "Completed", timeout=30)
+    return job["outputModelArn"]
+
+
+def deploy(bedrock, model_arn: str, **extra: Any) -> str:
+    return bedrock.create_custom_model_deployment(
+        modelDeploymentName=extra.pop("modelDeploymentName", name("dep")), modelArn=model_arn, **extra,
+    )["customModelDeploymentArn"]
+
+
+def active(bedrock, arn: str) -> dict[str, Any]:
+    return eventually(lambda: bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=arn), "Active")
+
+
+def nova_answer(runtime, model_id: str, prompt: str) -> str:
+    return runtime.converse(modelId=model_id, messages=[{"role": "user", "content": [{"text": prompt}]}],
+                            inferenceConfig={"maxTokens": 60})["output"]["message"]["content"][0]["text"]
+
+
+def test_a_deployed_custom_model_answers_from_its_training_in_its_base_family_shape(bedrock, runtime, s3, buckets):
+    model_arn = train(bedrock, s3, buckets, topic="harbour")
+    arn = deploy(bedrock, model_arn, description="harbour names")
+    deployment = active(bedrock, arn)
+    [row] = training_rows("harbour", 1)
+
+    conversed = nova_answer(runtime, arn, row["prompt"])
+    invoked = json.loads(runtime.invoke_model(modelId=arn, body=json.dumps(
+        {"schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [{"text": row["prompt"]}]}],
+         "inferenceConfig": {"maxTokens": 60}}).encode())["body"])
+
+    assert (deployment["modelArn"], deployment["description"]) == (model_arn, "harbour names")
+    assert conversed == row["completion"]
+    assert invoked["output"]["message"]["content"][0]["text"] == row["completion"]
+    assert nova_answer(runtime, NOVA, row["prompt"]) != row["completion"]
+
+
+def test_custom_model_deployments_are_found_listed_idempotent_and_deleted(bedrock, runtime, s3, buckets):
+    model_arn = train(bedrock, s3, buckets)
+    first = deploy(bedrock, model_arn, modelDeploymentName="dep-first", clientRequestToken="dep-token")
+    again = deploy(bedrock, model_arn, modelDeploymentName="dep-again", clientRequestToken="dep-token")
+    active(bedrock, first)
+    second = deploy(bedrock, model_arn, modelDeploymentName="dep-second")
+
+    by_name = bedrock.get_custom_model_deployment(customModelDeploymentIdentifier="dep-first")
+    listing = bedrock.list_custom_model_deployments
+    newest_first = [d["customModelDeploymentArn"] for d in listing()["modelDeploymentSummaries"]]
+    active_only = listing(statusEquals="Active", nameContains="first", modelArnEquals=model_arn)
+    first_page = listing(maxResults=1, sortBy="CreationTime", sortOrder="Ascending")
+    duplicate = error_of(bedrock.create_custom_model_deployment, modelDeploymentName="dep-first", modelArn=model_arn)
+    bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=first)
+
+    assert again == first and by_name["customModelDeploymentArn"] == first
+    assert newest_first == [second, first]
+    assert [d["customModelDeploymentName"] for d in active_only["modelDeploymentSummaries"]] == ["dep-first"]
+    assert [d["customModelDeploymentArn"] for d in first_page["modelDeploymentSummaries"]] == [first] and first_page["nextToken"]
+    assert duplicate[0] == "ValidationException" and "already exists" in duplicate[1]
+    assert error_of(bedrock.get_custom_model_deployment, customModelDeploymentIdentifier=first)[0] == "ResourceNotFoundException"
+    assert error_of(runtime.converse, modelId=first, messages=MESSAGES)[0] == "ResourceNotFoundException"
+
+
+def test_a_custom_model_of_a_family_without_on_demand_deployment_is_refused(bedrock, s3, buckets):
+    model_arn = train(bedrock, s3, buckets, model=TITAN)
+
+    code, message = error_of(bedrock.create_custom_model_deployment, modelDeploymentName=name("dep"), modelArn=model_arn)
+
+    assert code == "ValidationException" and "On-demand deployment isn't supported" in message
+
+
+def test_a_deployment_still_creating_is_not_ready_and_a_failed_one_says_why(bedrock, bedrock_server, runtime, s3, buckets):
+    add_fault(bedrock_server, provisioned_name="slow-*", provisioning_seconds=60)
+    add_fault(bedrock_server, provisioned_name="doomed-*", provisioning_outcome="Failed", failure_message="no accelerators")
+    model_arn = train(bedrock, s3, buckets)
+
+    slow = deploy(bedrock, model_arn, modelDeploymentName="slow-1")
+    doomed = deploy(bedrock, model_arn, modelDeploymentName="doomed-1")
+    failed = eventually(lambda: bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=doomed), "Failed")
+
+    assert error_of(runtime.converse, modelId=slow, messages=MESSAGES)[0] == "ModelNotReadyException"
+    assert failed["failureMessage"] == "no accelerators"
+    code, message = error_of(runtime.converse, modelId=doomed, messages=MESSAGES)
+    assert code == "ValidationException" and "no accelerators" in message
+
+
+def test_throttled_deployment_creates_are_refused_until_the_fault_is_spent(bedrock, bedrock_server, s3, buckets):
+    model_arn = train(bedrock, s3, buckets)
+    add_fault(bedrock_server, throttle_provisioning=1)
+
+    code, _ = error_of(bedrock.create_custom_model_deployment, modelDeploymentName=name("dep"), modelArn=model_arn)
+
+    assert code == "ThrottlingException" and deploy(bedrock, model_arn)
+
+
+def test_a_custom_model_in_use_by_a_deployment_cannot_be_deleted(bedrock, s3, buckets):
+    model_arn = train(bedrock, s3, buckets)
+    deployment = deploy(bedrock, model_arn)
+
+    code, message = error_of(bedrock.delete_custom_model, modelIdentifier=model_arn)
+    bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=deployment)
+    bedrock.delete_custom_model(modelIdentifier=model_arn)
+
+    assert code == "ConflictException" and deployment in message
+
+
+def test_a_provisioned_throughput_switches_to_another_custom_model_of_its_base(bedrock, bedrock_server, runtime, s3, buckets):
+    harbour, orchard = train(bedrock, s3, buckets, topic="harbour"), train(bedrock, s3, buckets, topic="orchard")
+    add_fault(bedrock_server, provisioning_seconds=1.0)
+    arn = in_service(bedrock, provision(bedrock, harbour))["provisionedModelArn"]
+    [harbour_row], [orchard_row] = training_rows("harbour", 1), training_rows("orchard", 1)
+
+    bedrock.update_provisioned_model_throughput(provisionedModelId=arn, desiredModelId=orchard)
+    updating = bedrock.get_provisioned_model_throughput(provisionedModelId=arn)
+    answer_while_updating = nova_answer(runtime, arn, harbour_row["prompt"])
+    updated = in_service(bedrock, arn)
+
+    assert (updating["status"], updating["modelArn"], updating["desiredModelArn"]) == ("Updating", harbour, orchard)
+    assert answer_while_updating == harbour_row["completion"]
+    assert updated["modelArn"] == orchard
+    assert nova_answer(runtime, arn, orchard_row["prompt"]) == orchard_row["completion"]
+
+
+def test_a_custom_model_invoked_by_its_own_arn_is_refused(bedrock, runtime, s3, buckets):
+    model_arn = train(bedrock, s3, buckets, model=TITAN)
+
+    code, message = error_of(runtime.invoke_model, modelId=model_arn, body=b'{"inputText": "hi"}')
+
+    assert code == "ValidationException" and message.startswith("The provided model doesn't support on-demand throughput.")
