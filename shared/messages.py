@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 from shared.domain.spec import RunSpec, SpecOverrides
 
 
+# A request_id keys the run it starts, and DynamoDB keys are bounded: longer ones are answered
+# with a failed run, never stored as a key.
+REQUEST_ID_MAX = 128
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -39,6 +44,8 @@ class StartRun(Message):
     origin: Literal["cli", "s3", "event"]
     # What makes a start unique: the same object version or request id never starts two runs.
     source_key: str
+    # The request event's request_id, echoed on the run's answer event.
+    request_id: str | None = None
 
 
 class SubmitJob(Message):
@@ -128,20 +135,22 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input_uri: str = Field(pattern=r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]/.+")
+    input_uri: str = Field(pattern=r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]/.+", max_length=1100)
     profile: str | None = None
     spec: SpecOverrides = Field(default_factory=SpecOverrides)
-    request_id: str | None = Field(None, max_length=128, description="idempotency key; defaults to the event id")
+    request_id: str | None = Field(None, min_length=1, max_length=REQUEST_ID_MAX,
+                                   description="idempotency key; defaults to the event id")
 
 
 class BatchRequested(_Envelope):
     """'Quarry Batch Requested' on Quarry's bus, from any system; consumed by preprocess.
 
     The detail is validated against BatchRequest by the handler, not here: a request with the
-    wrong schema must still become a failed run and an email to its sender, not a parked message."""
+    wrong schema (or a detail that is JSON but not an object) must still become a failed run and an
+    answer to its sender, not a parked message."""
 
     detail_type: Literal["Quarry Batch Requested"] = Field(alias="detail-type")
-    detail: dict[str, Any]
+    detail: Any
 
 
 class _BedrockJobDetail(BaseModel):

@@ -42,7 +42,7 @@ async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifie
     detail_type = "Quarry Run Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else "Quarry Run Failed"
     await notifier.event(detail_type, {"run_id": run.run_id, "outcome": event.outcome, "input_uri": run.input_uri,
                                        "result_uri": run.result_uri, "summary": run.summary, "error": run.error,
-                                       "notification_id": notification_id})
+                                       "notification_id": notification_id, "request_id": run.request_id})
     await store.update_run(run, notified_at=now())
     log.info("run_notified", outcome=event.outcome)
 

@@ -31,6 +31,12 @@ async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objec
     jobs = await store.list_jobs(run.run_id)
     if any(not job.terminal for job in jobs):
         return  # the last job to end sends the CollectRun that finishes the run
+    if run.status == "CANCELLING" and run.total_rows is None and not jobs:
+        # Cancelled before its input was staged: there are no rows to collect, only an end to report.
+        await store.move_run(run, "CANCELLED", error="cancelled before its input was read; no row was sent")
+        await queues.send("notify", RunFinished(run_id=run.run_id, outcome="CANCELLED"))
+        log.info("run_finished", outcome="CANCELLED", rows=0, failed=0)
+        return
     if run.status == "RUNNING":
         plan = await asyncio.to_thread(plan_retries, run, jobs, objects=objects, settings=settings)
         waiting = await _retry(run, plan, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)

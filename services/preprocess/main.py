@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import partial
 
 from services.preprocess.handlers import batch_requested, object_created, start_run
+from services.preprocess.models import ModelCatalog
 from shared.bootstrap import Ports, by_type, run_worker
 from shared.domain.spec import Profiles
 from shared.messages import PREPROCESS_INBOX, BatchRequested, S3ObjectCreated, StartRun
@@ -11,7 +12,9 @@ from shared.messages import PREPROCESS_INBOX, BatchRequested, S3ObjectCreated, S
 
 def wire(p: Ports):
     profiles = Profiles.load(p.settings.profiles_path)
-    common = dict(store=p.store, queues=p.queues, objects=p.objects, runtime=p.runtime, settings=p.settings)
+    models = ModelCatalog(p.batch_jobs, allowed=p.settings.allowed_models)
+    common = dict(store=p.store, queues=p.queues, objects=p.objects, runtime=p.runtime, settings=p.settings,
+                  models=models)
     return by_type({
         StartRun: partial(start_run, **common),
         S3ObjectCreated: partial(object_created, profiles=profiles, **common),

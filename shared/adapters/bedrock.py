@@ -71,6 +71,14 @@ class BatchJobs:
                 return  # already ending or ended: stopping is done
             raise translate(exc, f"stopping Bedrock job {arn}") from exc
 
+    async def foundation_model_ids(self) -> set[str]:
+        """Ids of the foundation models Bedrock serves in this region (ListFoundationModels)."""
+        try:
+            response = await self._bedrock.list_foundation_models()
+        except ClientError as exc:
+            raise translate(exc, "listing Bedrock's foundation models") from exc
+        return {model["modelId"] for model in response.get("modelSummaries", [])}
+
     async def active_job_names(self, model_id: str) -> list[str]:
         """Names of the model's submitted and in-progress jobs, Quarry's or not."""
         names: list[str] = []

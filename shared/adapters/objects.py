@@ -31,9 +31,10 @@ def _transfer_config() -> TransferConfig:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise PermanentError(f"{uri} is not an s3:// URI")
-    bucket, _, key = uri[5:].partition("/")
+    """(bucket, key) of an s3://bucket/key URI; PermanentError for anything else."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise PermanentError(f"{uri!r} is not an s3://bucket/key URI")
     return bucket, key
 
 
@@ -60,11 +61,16 @@ class SyncObjects:
             raise translate(exc, f"reading {uri}") from exc
 
     def size(self, uri: str) -> int | None:
+        """The object's size, or None if it does not exist. Only a 404 means that: a throttled or
+        failing HEAD is a RetryableError and a refused one (403) a PermanentError."""
         bucket, key = split_uri(uri)
         try:
             return self._s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
-        except ClientError:
-            return None
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 \
+                    or exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise translate(exc, f"reading {uri}") from exc
 
     def read_small(self, uri: str, limit: int = _SMALL_BYTES) -> bytes | None:
         """A small object's bytes (a sidecar spec), or None if it does not exist; larger than

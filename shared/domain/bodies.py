@@ -78,6 +78,21 @@ def family_of(model_id: str) -> Family:
     )
 
 
+def foundation_model_id(model_id: str) -> str | None:
+    """The foundation model a model id, foundation-model ARN or system inference profile names, as
+    ListFoundationModels lists it; None for what that list cannot show (custom and provisioned
+    models, application inference profiles)."""
+    bare = model_id.strip()
+    if bare.startswith("arn:"):
+        kind, _, rest = bare.split(":", 5)[-1].partition("/")
+        if kind not in ("foundation-model", "inference-profile"):
+            return None
+        bare = rest
+    if "/" in bare:
+        return None
+    return _PROFILE_PREFIX.sub("", bare)
+
+
 def build_body(
     family: Family, prompt: str, *, system: str | None = None,
     params: InferenceParams | None = None, converse: bool = False,

@@ -147,6 +147,7 @@ class Run(BaseModel):
     input_uri: str
     origin: str
     source_key: str
+    request_id: str | None = None  # a request event's request_id, echoed on its answer
     created_at: dt.datetime = Field(default_factory=now)
     updated_at: dt.datetime = Field(default_factory=now)
     total_rows: int | None = None

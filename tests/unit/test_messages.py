@@ -21,7 +21,7 @@ START_RUN = {
                                         "dimensions": None, "normalize": None},
              "invocation": "InvokeModel", "output_format": "csv", "recipients": ["ops@example.com"],
              "name": "reviews"},
-    "origin": "cli", "source_key": f"cli:{RUN_ID}",
+    "origin": "cli", "source_key": f"cli:{RUN_ID}", "request_id": None,
 }
 SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
               "job_key": "00003-0", "seq": 2}
