@@ -27,6 +27,8 @@ STAR_RESOURCE_ALLOWED = {
     "bedrock:ListModelInvocationJobs",
     # the task execution role logs in to ECR to pull the image; the pull itself is scoped to the repository.
     "ecr:GetAuthorizationToken",
+    # preprocess checks a run's model against the models Bedrock serves before any job.
+    "bedrock:ListFoundationModels",
 }
 
 # What each worker's handlers call (services/<worker>/handlers.py through shared/adapters), as IAM
@@ -35,7 +37,8 @@ CONSUMER = {"sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:C
             "sqs:SendMessage"}
 WORKER_ACTIONS = {
     "preprocess": CONSUMER | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
-                              "dynamodb:GetItem", "dynamodb:PutItem", "bedrock:InvokeModel"},
+                              "dynamodb:GetItem", "dynamodb:PutItem", "bedrock:InvokeModel",
+                              "bedrock:ListFoundationModels"},
     "submit": CONSUMER | {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
                           "bedrock:CreateModelInvocationJob", "bedrock:StopModelInvocationJob", "bedrock:TagResource",
                           "bedrock:ListModelInvocationJobs", "iam:PassRole"},
@@ -369,3 +372,41 @@ def test_every_deploy_parameter_override_names_a_template_parameter(template):
 
     assert set(re.findall(r"(\w+)=", overrides)) <= set(template["Parameters"])
 
+
+
+# --- what preprocess may read: the inputs bucket and AllowedInputLocations, as the code allows ----------
+def preprocess_reads(template: dict, **parameters: str) -> list:
+    role = template["Resources"]["PreprocessTaskRole"]
+    return [statement["Resource"] for statement in statements(role["Properties"]["Policies"],
+                                                              deployed_with(template, **parameters))
+            if statement["Effect"] == "Allow" and "s3:GetObject" in as_list(statement["Action"])]
+
+
+def test_preprocess_reads_only_the_inputs_bucket_by_default(template):
+    assert preprocess_reads(template) == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${InputsBucket}/*"}]
+
+
+def test_each_allowed_input_location_becomes_a_read_grant_of_that_prefix(template):
+    [_, extra] = preprocess_reads(template, AllowedInputLocations="acme-exports/quarry/,acme-archive")
+    split = extra["Fn::Split"]
+    text, variables = split[1]["Fn::Sub"]
+    locations = variables["Locations"]["Fn::Join"]
+    entries = "acme-exports/quarry/,acme-archive".split(",")  # what Fn::Split of the parameter gives
+    arns = text.replace("${Locations}", locations[0].join(entries)).split(split[0])
+
+    assert arns == ["arn:aws:s3:::acme-exports/quarry/*", "arn:aws:s3:::acme-archive*"]
+
+
+def test_the_allowed_input_locations_pattern_accepts_buckets_and_prefixes_and_refuses_wildcards(template):
+    pattern = re.compile(template["Parameters"]["AllowedInputLocations"]["AllowedPattern"])
+
+    assert all(pattern.fullmatch(v) for v in ("", "acme-exports", "acme-exports/quarry/,acme-archive"))
+    assert not any(pattern.fullmatch(v) for v in ("*", "acme-exports/*", "acme, other", "s3://acme"))
+
+
+def test_every_worker_reads_the_allowed_inputs_and_models_the_template_is_given(template):
+    for worker in WORKERS:
+        [container] = template["Resources"][f"{worker.capitalize()}TaskDefinition"]["Properties"]["ContainerDefinitions"]
+        env = {v["Name"]: v["Value"] for v in container["Environment"]}
+        assert env["QUARRY_ALLOWED_INPUTS"] == {"Ref": "AllowedInputLocations"}
+        assert env["QUARRY_ALLOWED_MODELS"] == {"Ref": "AllowedModels"}
