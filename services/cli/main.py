@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.errors import QuarryError
@@ -21,40 +23,49 @@ out = Console()
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quarry", description="Bedrock batch inference at scale.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="quarry", description="Bedrock batch inference at scale.",
+        epilog="Exit status: 0 success; 1 an error, or a followed run that failed or was cancelled; 3 a followed "
+               "run that partially succeeded.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser("submit", help="start a run over a local file or an s3:// object")
-    submit.add_argument("input", help="CSV, TSV, JSONL or Parquet (optionally .gz), local or s3://")
-    submit.add_argument("--profile", help="a profile from profiles.yaml to start from")
+    submit.add_argument("input", help="CSV, TSV, JSONL or Parquet (optionally .gz): a local path, or s3://bucket/key "
+                                      "in a place the deployment reads inputs from")
+    submit.add_argument("--profile", help="a profile from profiles.yaml to start from (QUARRY_PROFILES_PATH)")
     submit.add_argument("--model", dest="model_id", help="Bedrock model id, e.g. anthropic.claude-3-haiku-20240307-v1:0")
-    submit.add_argument("--template", help='prompt template over the columns, e.g. "Summarise: {{ text }}"')
+    submit.add_argument("--template", help='prompt template over the columns, e.g. "Summarise: {{ text }}"; its '
+                                           "syntax is checked before anything is uploaded")
     submit.add_argument("--system", help="system prompt")
-    submit.add_argument("--max-tokens", type=int)
-    submit.add_argument("--temperature", type=float)
-    submit.add_argument("--format", dest="output_format", choices=["csv", "jsonl", "parquet"])
+    submit.add_argument("--max-tokens", type=int, help="most tokens the model may generate per row")
+    submit.add_argument("--temperature", type=float, help="sampling temperature, e.g. 0.2")
+    submit.add_argument("--format", dest="output_format", choices=["csv", "jsonl", "parquet"],
+                        help="format of the result file (default: the profile's, else jsonl)")
     submit.add_argument("--converse", action="store_true", help="send Converse bodies instead of native ones")
     submit.add_argument("--name", help="a name for the run, shown in the email")
-    submit.add_argument("--follow", action="store_true", help="follow progress until the run ends")
+    submit.add_argument("--follow", action="store_true",
+                        help="follow progress until the run ends; the exit status then says how it ended")
 
     status = commands.add_parser("status", help="recent runs, or one run's progress")
-    status.add_argument("run_id", nargs="?")
-    status.add_argument("--follow", action="store_true")
+    status.add_argument("run_id", nargs="?", help="a run id (as `quarry status` lists them); none: recent runs")
+    status.add_argument("--follow", action="store_true",
+                        help="follow the run until it ends; the exit status then says how it ended")
 
     results = commands.add_parser("results", help="download a run's result file")
-    results.add_argument("run_id")
+    results.add_argument("run_id", help="the run whose result file to fetch")
     results.add_argument("--out", type=Path, help="where to write it (default: print it)")
 
     cancel = commands.add_parser("cancel", help="stop a run's jobs and finish it as cancelled")
-    cancel.add_argument("run_id")
+    cancel.add_argument("run_id", help="the run to cancel")
 
     mail = commands.add_parser("mail", help="the emails the local stack's SMTP sink received")
-    mail.add_argument("--last", type=int, default=5)
+    mail.add_argument("--last", type=int, default=5, help="how many of the latest emails to show (default 5)")
 
     local = commands.add_parser("local", help="the local stack: moto, local Bedrock, mail sink, workers")
-    local_commands = local.add_subparsers(dest="local_command", required=True)
+    local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     up = local_commands.add_parser("up", help="start the stack in the background (idempotent)")
-    up.add_argument("--engine", choices=["fast", "real"], default="fast")
+    up.add_argument("--engine", choices=["fast", "real"], default="fast",
+                    help="the local Bedrock's engine: fast (deterministic text, no ML) or real (small local models)")
     local_commands.add_parser("down", help="stop the stack (idempotent)")
     local_commands.add_parser("status", help="which parts are running")
     local_commands.add_parser("env", help="print the export lines that point a shell at the stack")
@@ -72,12 +83,17 @@ def main(argv: list[str] | None = None) -> None:
 
         handler = {"submit": commands.submit, "status": commands.status, "results": commands.results,
                    "cancel": commands.cancel, "mail": commands.mail}[args.command]
-        asyncio.run(handler(args, console=console, out=out))
+        code = asyncio.run(handler(args, console=console, out=out))
     except QuarryError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(1)
+    except (BotoCoreError, ClientError) as exc:  # no credentials, no endpoint, a refused call: said, not traced
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    if code:
+        sys.exit(code)
 
 
 def _local(args: argparse.Namespace) -> None:
@@ -86,13 +102,14 @@ def _local(args: argparse.Namespace) -> None:
     stack = LocalStack(StackConfig(engine=getattr(args, "engine", "fast")))
     if args.local_command == "up":
         try:
-            stack.up(say=lambda line: console.print(f"[dim]·[/] {line}"))
+            stack.up(say=lambda line: console.print(f"[dim]·[/] {escape(line)}"))
         except RuntimeError as exc:  # a part that would not start: its log tail says why
-            console.print(f"[red]error:[/] {exc}\nLogs are in {stack.logs}; `quarry local down` stops what did start.")
+            console.print(f"[red]error:[/] {escape(str(exc))}\nLogs are in {escape(str(stack.logs))}; "
+                          "`quarry local down` stops what did start.")
             sys.exit(1)
         console.print("[green]local stack up[/]. Point a shell at it with: eval \"$(quarry local env)\"")
     elif args.local_command == "down":
-        stack.down(say=lambda line: console.print(f"[dim]·[/] {line}"))
+        stack.down(say=lambda line: console.print(f"[dim]·[/] {escape(line)}"))
         console.print("local stack down")
     elif args.local_command == "status":
         table = Table("component", "state")
