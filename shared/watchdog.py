@@ -99,8 +99,9 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
         return
     why, messages = stall
     if run.terminal:  # only its notice is missing: re-driving it can do no harm, however often
+        await store.update_run(run, redrives=run.redrives + 1, stalled=why)  # and not before the next quiet spell
         await _send(messages, queues)
-        bound.warning("run_redriven", why=why)
+        bound.warning("run_redriven", why=why, redrives=run.redrives + 1)
         done.redriven[run.run_id] = why
         return
     if run.redrives >= settings.max_redrives:

@@ -58,7 +58,25 @@ def _send(smtp_port: int, recipient: str, subject: str, body: str) -> None:
         smtp.send_message(message)
 
 
-def build_app(*, smtp_port: int, recipient: str) -> web.Application:
+def _id_line(body: str) -> str | None:
+    """Quarry's notices end with 'Notification id: <id>' (moto's HTTP delivery drops attributes)."""
+    last = body.rstrip().rsplit("\n", 1)[-1]
+    return last.split(": ", 1)[1].strip() if last.startswith("Notification id: ") else None
+
+
+def _first_time(seen: Path | None, notice_id: str) -> bool:
+    """Record the id; False if it was recorded before (kept on disk, so across restarts)."""
+    if seen is None:
+        return True
+    known = set(seen.read_text().split()) if seen.exists() else set()
+    if notice_id in known:
+        return False
+    with seen.open("a") as out:
+        out.write(notice_id + "\n")
+    return True
+
+
+def build_app(*, smtp_port: int, recipient: str, seen: Path | None = None) -> web.Application:
     async def sns(request: web.Request) -> web.Response:
         try:
             envelope = orjson.loads(await request.read())
@@ -69,9 +87,16 @@ def build_app(*, smtp_port: int, recipient: str) -> web.Application:
             log.info("subscription_confirmation_received", topic=envelope.get("TopicArn"))
             return web.Response(text="ok")
         subject = envelope.get("Subject") or "Quarry notification"
+        # A publisher that crashed after publishing sends the same notice again with the same id:
+        # like a mail system de-duplicating on Message-ID, the sink mails each id once.
+        notice_id = (envelope.get("MessageAttributes", {}).get("quarry_notification_id", {}).get("Value")
+                     or _id_line(envelope.get("Message", "")))
+        if notice_id and not _first_time(seen, notice_id):
+            log.info("notification_duplicate_dropped", notification_id=notice_id)
+            return web.Response(text="ok")
         await asyncio.get_running_loop().run_in_executor(None, _send, smtp_port, recipient, subject,
                                                          envelope.get("Message", ""))
-        log.info("notification_mailed", subject=subject)
+        log.info("notification_mailed", subject=subject, notification_id=notice_id)
         return web.Response(text="ok")
 
     async def health(request: web.Request) -> web.Response:
@@ -96,7 +121,8 @@ def main() -> None:
     controller = Controller(Mailbox(str(args.maildir)), hostname="127.0.0.1", port=args.smtp_port)
     controller.start()
     try:
-        web.run_app(build_app(smtp_port=args.smtp_port, recipient=args.recipient), host="127.0.0.1",
+        web.run_app(build_app(smtp_port=args.smtp_port, recipient=args.recipient,
+                              seen=args.maildir.parent / "notification-ids"), host="127.0.0.1",
                     port=args.http_port, print=None, access_log=None)
     finally:
         controller.stop()

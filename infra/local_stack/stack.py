@@ -34,6 +34,8 @@ class StackConfig:
     smtp_port: int = int(os.environ.get("QUARRY_LOCAL_SMTP_PORT", "4525"))
     engine: str = "fast"
     poll_interval_s: int = 2
+    # More settings for the workers only (tests: a fast watchdog, short visibility timeouts).
+    worker_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def maildir(self) -> Path:
@@ -113,6 +115,24 @@ class LocalStack:
     def env_lines(self) -> str:
         return "".join(f"export {key}={value}\n" for key, value in self.config.env().items())
 
+    def kill_worker(self, worker: str) -> None:
+        """kill -9 the worker, as a crash would: nothing of it runs after this."""
+        pid = self._pid(worker)
+        if pid is not None and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def restart_worker(self, worker: str, env: dict[str, str] | None = None) -> None:
+        """Start the worker again (killing it first if it runs), with `env` on top of its settings."""
+        self.kill_worker(worker)
+        self._start_worker(worker, env=env)
+
+    def worker_pid(self, worker: str) -> int | None:
+        pid = self._pid(worker)
+        return pid if pid is not None and _running(pid) else None
+
     # --- internals ---------------------------------------------------------------------------------------
     def _clients(self) -> dict:
         os.environ.update(self.config.env())
@@ -139,12 +159,12 @@ class LocalStack:
     def _subscribe_mail(self, topic_arn: str) -> None:
         resources.subscribe_http(self._clients()["sns"], topic_arn, f"{self.config.url(self.config.mail_http_port)}/sns")
 
-    def _start_worker(self, worker: str, timeout: float = 60) -> None:
+    def _start_worker(self, worker: str, timeout: float = 60, env: dict[str, str] | None = None) -> None:
         """Start a worker and return once it logs that it consumes its queue (or fail with its log)."""
         log_path = self.logs / f"{worker}.log"
         start = log_path.stat().st_size if log_path.exists() else 0  # the log is appended to across runs
         process = spawn([sys.executable, "-m", f"services.{worker}.main"], log_path=log_path,
-                        env=self.config.env(), detach=True)
+                        env={**self.config.env(), **self.config.worker_env, **(env or {})}, detach=True)
         deadline = time.monotonic() + timeout
         while b'"consumer_started"' not in log_path.read_bytes()[start:]:
             if process.poll() is not None or time.monotonic() > deadline:

@@ -17,6 +17,7 @@ log = structlog.get_logger("quarry.notify")
 # How long a claim to send a run's email stands: well under the notify queue's visibility timeout,
 # so a redelivery after a crash finds the claim stale and sends.
 CLAIM_S = 30
+NOTIFICATION_ID_LINE = "Notification id: "
 
 _HEADLINES = {
     "SUCCEEDED": "succeeded",
@@ -36,6 +37,9 @@ async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifie
     if run.emailed_at is None:
         run = await _claim(run, notification_id, store=store)
         subject, body = email(run, event.outcome)
+        # The id also ends the body: mail filters (and the local sink, since moto's HTTP delivery
+        # drops message attributes) can drop a copy a crash-and-retry sends.
+        body += f"\n\n{NOTIFICATION_ID_LINE}{notification_id}"
         await notifier.email(subject, body, notification_id=notification_id)
         crash_point("notify.after_email_sent")
         run = await store.update_run(run, emailed_at=now())

@@ -1,0 +1,106 @@
+"""Each crash window, reproduced exactly: a worker dies (os._exit(137), as kill -9) at a named
+point (QUARRY_CRASH_AT), is started again without it, and the run still finishes with every row
+once, one email and no slot held. And a run that can never finish fails with its error and an
+email instead of hanging."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+
+import pytest
+
+from infra.local_stack.mailsink import read_mail
+from tests.e2e.conftest import control, finished_run, load_run, run_for, sample, wait_until
+from tests.e2e.recovery_stack import clients, recovery_stack
+
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    yield from recovery_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def aws(stack):
+    return clients()
+
+
+def crash_once(stack, worker: str, point: str) -> None:
+    """Restart `worker` so that it dies at `point`."""
+    stack.restart_worker(worker, env={"QUARRY_CRASH_AT": point})
+
+
+def wait_for_death_then_restart(stack, worker: str, point: str) -> None:
+    log = stack.logs / f"{worker}.log"
+    wait_until(lambda: f'"point": "{point}"' in log.read_text(errors="replace") and stack.worker_pid(worker) is None,
+               timeout=90, what=f"{worker} to die at {point}")
+    stack.restart_worker(worker)
+
+
+def assert_whole(stack, aws, run, rows: int) -> None:
+    assert run.status == "SUCCEEDED", (run.status, run.error)
+    body = aws["s3"].get_object(Bucket="quarry-results", Key=run.result_uri.split("/", 3)[3])["Body"].read().decode()
+    assert [row["record_id"] for row in csv.DictReader(io.StringIO(body))] == [f"{i:010d}" for i in range(rows)]
+    _, jobs, holders = load_run(run.run_id)
+    assert holders == set(), "no slot is left held"
+    time.sleep(2)  # a second email, if one were coming, would come in this time
+    assert len([m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]]) == 1, "exactly one email"
+    names = [j["jobName"] for j in aws["bedrock"].list_model_invocation_jobs(nameContains=run.run_id,
+                                                                           maxResults=1000)["invocationJobSummaries"]]
+    assert sorted(names) == sorted(job.name for job in jobs if job.bedrock_arn), "one Bedrock job per job, no more"
+
+
+def drop(aws, rows: int, name: str) -> str:
+    key = f"incoming/summarize/{name}-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body=sample(rows))
+    return f"s3://quarry-inputs/{key}"
+
+
+@pytest.mark.parametrize("worker, point", [
+    ("preprocess", "preprocess.after_jobs_recorded"),
+    ("postprocess", "postprocess.after_outcome_recorded"),
+    ("notify", "notify.after_email_sent"),
+])
+def test_a_worker_killed_between_a_state_change_and_its_message_still_finishes_the_run(stack, aws, worker, point):
+    crash_once(stack, worker, point)
+    uri = drop(aws, 250, worker)
+
+    wait_for_death_then_restart(stack, worker, point)
+    run = finished_run(uri, timeout=120)
+
+    assert_whole(stack, aws, run, 250)
+
+
+def test_postprocess_killed_after_recording_retry_jobs_still_finishes_the_run(stack, aws):
+    fault = control(stack, "POST", "/local-bedrock-api/faults", {
+        "model_id": HAIKU, "outcome": "PartiallyCompleted", "after_fraction": 0.4, "times": 1})
+    try:
+        crash_once(stack, "postprocess", "postprocess.after_retry_jobs_recorded")
+        uri = drop(aws, 300, "retry")
+        wait_for_death_then_restart(stack, "postprocess", "postprocess.after_retry_jobs_recorded")
+        run = finished_run(uri, timeout=120)
+    finally:
+        control(stack, "DELETE", f"/local-bedrock-api/faults/{fault['fault_id']}")
+
+    assert_whole(stack, aws, run, 300)
+    _, jobs, _ = load_run(run.run_id)
+    assert sorted((job.attempt, job.status) for job in jobs) == [(0, "PARTIAL"), (1, "COMPLETED")]
+
+
+def test_a_run_whose_collection_always_crashes_fails_with_the_error_and_an_email(stack, aws):
+    uri = drop(aws, 150, "corrupt")
+    run = wait_until(lambda: (r := run_for(uri)) is not None and r.status == "RUNNING" and r, timeout=60,
+                     what="a running run")
+    aws["s3"].put_object(Bucket="quarry-work", Key=f"runs/{run.run_id}/rows.parquet", Body=b"not parquet at all")
+
+    run = finished_run(uri, timeout=150)
+
+    assert run.status == "FAILED" and "Parquet" in run.error, run.error
+    mail = wait_until(lambda: next((m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]), None),
+                      timeout=30, what="the failure email")
+    assert "failed" in mail["subject"] and "Parquet" in mail["body"]
+    _, _, holders = load_run(run.run_id)
+    assert holders == set()
