@@ -338,6 +338,30 @@ def test_a_creating_provisioned_throughput_resumes_its_countdown_after_a_restart
     assert dt.timedelta(seconds=6) <= ready["lastModifiedTime"] - ready["creationTime"] < dt.timedelta(seconds=6.5)
 
 
+def test_a_deployment_survives_a_restart_and_serves_its_custom_model_after_it(moto, logs_dir, tmp_path, driver, s3, buckets):
+    # The countdown's resumption is the PT test's business (the same clock); this one checks that a
+    # deployment and the custom model behind it come back together and still answer.
+    env = {**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(tmp_path)}
+    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
+    try:
+        bedrock = driver.client("bedrock", server.url)
+        arn = deploy(bedrock, train(bedrock, s3, buckets, topic="lighthouse"), modelDeploymentName="kept")
+        before = active(bedrock, arn)
+    finally:
+        server.stop()
+    restarted = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
+    try:
+        bedrock, runtime = driver.client("bedrock", restarted.url), driver.client("bedrock-runtime", restarted.url)
+        after = bedrock.get_custom_model_deployment(customModelDeploymentIdentifier="kept")
+        [row] = training_rows("lighthouse", 1)
+        answer = nova_answer(runtime, arn, row["prompt"])
+    finally:
+        restarted.stop()
+
+    assert {k: v for k, v in after.items() if k != "ResponseMetadata"} == {k: v for k, v in before.items() if k != "ResponseMetadata"}
+    assert answer == row["completion"]
+
+
 # --- custom models, made by customization jobs -----------------------------------------------------
 def training_rows(topic: str, count: int = 6) -> list[dict[str, str]]:
     return [{"prompt": f"What is the code name of the {topic} project number {i} at the Lyon office?",
