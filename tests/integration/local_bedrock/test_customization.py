@@ -214,15 +214,6 @@ def test_a_job_name_is_unique(bedrock, buckets, train_uri):
     assert code == "ConflictException" and name in message
 
 
-def test_a_custom_model_name_is_unique_among_models_and_jobs_in_progress(bedrock, buckets, train_uri):
-    name = unique("model")
-    arn = create(bedrock, buckets, train_uri=train_uri, customModelName=name)
-
-    assert error_of(create, bedrock=bedrock, buckets=buckets, train_uri=train_uri, customModelName=name)[0] == "ConflictException"
-    assert wait_job(bedrock, arn)["status"] == "Completed"
-    assert error_of(create, bedrock=bedrock, buckets=buckets, train_uri=train_uri, customModelName=name)[0] == "ConflictException"
-
-
 @pytest.mark.parametrize(("model", "kind"), [
     (TITAN, "DISTILLATION"),
     (NOVA, "CONTINUED_PRE_TRAINING"),
@@ -543,6 +534,25 @@ def test_a_job_stops_in_any_sub_status(paced, driver, buckets, train_uri, custom
     assert paced.list_custom_models()["modelSummaries"] == []
     statuses = [e["detail"]["jobStatus"] for e in received(driver, customization_events, arn, until="Stopped")]
     assert statuses == ["InProgress", "Stopping", "Stopped"]
+
+
+def test_a_custom_model_name_is_unique_among_models_and_jobs_in_progress(paced, buckets, train_uri):
+    name = unique("model")
+    arn = create(paced, buckets, train_uri=train_uri, customModelName=name)
+
+    assert error_of(create, bedrock=paced, buckets=buckets, train_uri=train_uri, customModelName=name)[0] == "ConflictException"
+    assert paced.get_model_customization_job(jobIdentifier=arn)["status"] == "InProgress"
+    assert wait_job(paced, arn)["status"] == "Completed"
+    assert error_of(create, bedrock=paced, buckets=buckets, train_uri=train_uri, customModelName=name)[0] == "ConflictException"
+
+
+def test_a_failed_job_frees_its_custom_model_name(bedrock, s3, buckets):
+    name = unique("model")
+    bad_uri = put(s3, buckets[0], "bad/free.jsonl", b"nope\n")
+    wait_job(bedrock, create(bedrock, buckets, train_uri=bad_uri, customModelName=name))
+
+    good_uri = put(s3, buckets[0], "good/free.jsonl", records(5))
+    assert wait_job(bedrock, create(bedrock, buckets, train_uri=good_uri, customModelName=name))["status"] == "Completed"
 
 
 def test_only_a_job_in_progress_can_be_stopped(bedrock, buckets, train_uri):
