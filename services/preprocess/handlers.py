@@ -118,9 +118,11 @@ async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: 
             await models.check(run.spec.model_id)
         staged = await asyncio.to_thread(stage_input, run, objects=objects, settings=settings)
     except PermanentError as exc:
-        # The reason can quote the input's structure, never its text: safe at the default level.
-        log.info("run_input_rejected", reason=str(exc))
-        await _fail(run, str(exc), store=store, queues=queues)
+        # Every error names the file. The reason can quote the input's structure, never its text:
+        # safe at the default level.
+        reason = str(exc) if run.input_uri in str(exc) else f"{run.input_uri}: {exc}"
+        log.info("run_input_rejected", reason=reason)
+        await _fail(run, reason, store=store, queues=queues)
         return
     latest = await store.get_run(run.run_id)
     if latest is None or latest.terminal:
