@@ -630,71 +630,41 @@ def test_a_custom_model_in_use_by_a_provisioned_throughput_cannot_be_deleted(bed
 
 
 # --- state across restarts ----------------------------------------------------------------------------------
-def test_jobs_and_models_survive_a_restart_and_unfinished_jobs_resume(moto, logs_dir, tmp_path, driver, s3, buckets):
-    env = {**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(tmp_path / "home"),
+def test_jobs_and_models_survive_a_restart_unfinished_jobs_resume_and_a_reset_forgets_them(
+        moto, logs_dir, tmp_path, driver, s3, buckets):
+    home = tmp_path / "home"
+    # Batch jobs wait 30 s in Scheduled and training steps take 50 ms, so both are unfinished at the restart.
+    env = {**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(home), "LOCAL_BEDROCK_DELAY_SCHEDULED": "30",
            "LOCAL_BEDROCK_CUSTOMIZATION_SECONDS_PER_STEP": "0.05"}
     train_uri = put(s3, buckets[0], "restart/train.jsonl", records(10))
     batch_uri = put(s3, buckets[0], "restart/batch.jsonl", jsonl(claude_record(i) for i in range(100)))
     server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
     try:
         bedrock = driver.client("bedrock", server.url)
-        done = wait_job(bedrock, create(bedrock, buckets, train_uri=train_uri))
-        batch_done = wait_for(bedrock, create_job(bedrock, input_uri=batch_uri, output_bucket=buckets[1]))
+        done = wait_job(bedrock, create(bedrock, buckets, train_uri=train_uri, hyperParameters={"epochCount": "1"}))
+        batch = create_job(bedrock, input_uri=batch_uri, output_bucket=buckets[1])
         unfinished = create(bedrock, buckets, train_uri=train_uri, hyperParameters={"epochCount": "10", "batchSize": "1"})
         wait_stage(bedrock, unfinished, "trainingDetails")
+        wait_for(bedrock, batch, {"Scheduled"})
     finally:
         server.stop()
 
     server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
-        **env, "LOCAL_BEDROCK_CUSTOMIZATION_SECONDS_PER_STEP": "0.002"})
+        **env, "LOCAL_BEDROCK_DELAY_SCHEDULED": "0.05", "LOCAL_BEDROCK_CUSTOMIZATION_SECONDS_PER_STEP": "0.002"})
     try:
         bedrock = driver.client("bedrock", server.url)
         assert content(bedrock.get_model_customization_job(jobIdentifier=done["jobArn"])) == content(done)
         model = bedrock.get_custom_model(modelIdentifier=done["outputModelArn"])
         assert model["trainingMetrics"] == done["trainingMetrics"]
-        assert content(bedrock.get_model_invocation_job(jobIdentifier=batch_done["jobArn"])) == content(batch_done)
-        resumed = wait_job(bedrock, unfinished)
-        assert resumed["status"] == "Completed"
+        assert wait_job(bedrock, unfinished)["status"] == "Completed"
         assert len(bedrock.list_custom_models()["modelSummaries"]) == 2
-    finally:
-        server.stop()
+        batch_job = wait_for(bedrock, batch)
+        assert batch_job["status"] == "Completed" and batch_job["successRecordCount"] == 100
 
-
-def test_an_unfinished_batch_job_runs_again_after_a_restart(moto, logs_dir, tmp_path, driver, s3, buckets):
-    env = {**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(tmp_path / "home"), "LOCAL_BEDROCK_DELAY_SCHEDULED": "30"}
-    uri = put(s3, buckets[0], "restart/batch.jsonl", jsonl(claude_record(i) for i in range(100)))
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
-    try:
-        bedrock = driver.client("bedrock", server.url)
-        arn = create_job(bedrock, input_uri=uri, output_bucket=buckets[1])
-        wait_for(bedrock, arn, {"Scheduled"})
-    finally:
-        server.stop()
-
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={**env, "LOCAL_BEDROCK_DELAY_SCHEDULED": "0.05"})
-    try:
-        job = wait_for(driver.client("bedrock", server.url), arn)
-        assert job["status"] == "Completed" and job["successRecordCount"] == 100
-    finally:
-        server.stop()
-
-
-def test_a_reset_forgets_saved_state_too(moto, logs_dir, tmp_path, driver, buckets, s3):
-    env = {**TEST_LIMITS, "LOCAL_BEDROCK_HOME": str(tmp_path / "home")}
-    train_uri = put(s3, buckets[0], "reset/train.jsonl", records(10))
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
-    try:
-        bedrock = driver.client("bedrock", server.url)
-        wait_job(bedrock, create(bedrock, buckets, train_uri=train_uri))
         control(server, "POST", "/local-bedrock-api/reset")
     finally:
         server.stop()
-    assert not (tmp_path / "home" / "custom-models").exists() or not any((tmp_path / "home" / "custom-models").iterdir())
-
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env=env)
-    try:
-        bedrock = driver.client("bedrock", server.url)
-        assert bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"] == []
-        assert bedrock.list_custom_models()["modelSummaries"] == []
-    finally:
-        server.stop()
+    saved = {name: json.loads((home / "state" / f"{name}.json").read_text())
+             for name in ("batch_jobs", "customization_jobs", "custom_models")}
+    assert saved == {"batch_jobs": [], "customization_jobs": [], "custom_models": []}
+    assert not (home / "custom-models").exists()
