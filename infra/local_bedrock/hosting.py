@@ -88,8 +88,8 @@ class ProvisionedThroughput:
         else:
             self.status = "InService"
             self.model_arn, self.custom_model_id = self.desired_model_arn, self.desired_custom_model_id
-        self.ready_at = None
-        self.last_modified_time = now
+        # The change happened when its time was up, not when someone next looked.
+        self.last_modified_time, self.ready_at = self.ready_at, None
         return True
 
     def summary(self, region: str) -> dict[str, Any]:
@@ -163,8 +163,7 @@ class Deployment:
                 "Custom model deployment failed because of an internal error. (injected fault)")
         else:
             self.status = "Active"
-        self.ready_at = None
-        self.last_updated_at = now
+        self.last_updated_at, self.ready_at = self.ready_at, None
         return True
 
     def describe(self) -> dict[str, Any]:
