@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real bedrock demo bench bench-s3 clean
+.PHONY: install install-real test test-real chaos bedrock demo bench bench-s3 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: install-real
 
 test-real: install-real
 	$(PY) -m pytest -q tests/real
+
+# The long chaos run: several multi-job runs while workers are killed at random and restarted
+# (the suite runs a short one). CHAOS_RUNS, CHAOS_ROWS and CHAOS_SEED (to replay a failure) tune it.
+CHAOS_RUNS ?= 5
+CHAOS_ROWS ?= 1500
+chaos: install
+	QUARRY_CHAOS_RUNS=$(CHAOS_RUNS) QUARRY_CHAOS_ROWS=$(CHAOS_ROWS) $(if $(CHAOS_SEED),QUARRY_CHAOS_SEED=$(CHAOS_SEED)) \
+		$(PY) -m pytest -q -s tests/e2e/test_chaos.py
 
 # A real run end to end: the local stack with SmolLM2, DialogSum conversations dropped into S3.
 demo: install-real

@@ -66,7 +66,7 @@ def start_moto(log_dir: Path, *, port: int | None = None, detach: bool = False) 
     """A moto server on loopback (a free port unless given)."""
     port = port or free_port()
     log_path = log_dir / f"moto-{port}.log"
-    process = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    process = spawn([sys.executable, "-m", "infra.local_stack.moto_server", "-H", "127.0.0.1", "-p", str(port)],
                     log_path=log_path, detach=detach)
     server = Server("moto", f"http://127.0.0.1:{port}", process, log_path)
     wait_until_up(server, "/moto-api/", timeout=30)
