@@ -62,7 +62,7 @@ def add_fault(server, **spec: Any) -> dict:
 
 # --- lifecycle -------------------------------------------------------------------------------------
 def test_a_provisioned_throughput_is_creating_then_in_service(bedrock, bedrock_server):
-    add_fault(bedrock_server, provisioned_name="slow-*", provisioning_seconds=1.0)
+    add_fault(bedrock_server, provisioned_name="slow-*", provisioning_seconds=2.5)
 
     arn = provision(bedrock, provisionedModelName="slow-one")
     creating = bedrock.get_provisioned_model_throughput(provisionedModelId=arn)
@@ -480,7 +480,7 @@ def test_a_custom_model_in_use_by_a_deployment_cannot_be_deleted(bedrock, s3, bu
 
 def test_a_provisioned_throughput_switches_to_another_custom_model_of_its_base(bedrock, bedrock_server, runtime, s3, buckets):
     harbour, orchard = train(bedrock, s3, buckets, topic="harbour"), train(bedrock, s3, buckets, topic="orchard")
-    add_fault(bedrock_server, provisioning_seconds=1.0)
+    add_fault(bedrock_server, provisioning_seconds=2.5)
     arn = in_service(bedrock, provision(bedrock, harbour))["provisionedModelArn"]
     [harbour_row], [orchard_row] = training_rows("harbour", 1), training_rows("orchard", 1)
 
