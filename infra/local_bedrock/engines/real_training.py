@@ -188,7 +188,10 @@ def fine_tuning_example(tokenizer: Any, record: dict[str, Any], max_length: int 
 def pre_training_examples(tokenizer: Any, record: dict[str, Any], max_length: int = MAX_LENGTH) -> list[Example]:
     """An {input} record as blocks of at most max_length tokens, the loss on every token."""
     ids = tokenizer(record["input"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    blocks = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
+    # Blocks overlap by one token, the last of one being the first of the next, so every token
+    # but the very first is predicted exactly once.
+    stride = max_length - 1
+    blocks = [ids[start : start + max_length] for start in range(0, max(1, len(ids) - 1), stride)]
     return [Example(block, list(block)) for block in blocks if len(block) > 1]
 
 
@@ -261,6 +264,10 @@ class TrainingRun:
         self.spec, self.emit = spec, emit
 
     def run(self) -> None:
+        spec = self.spec
+        # The data is read before the ML imports and the model load (seconds): a bad file fails now.
+        records = read_jsonl(spec.train_path)
+        validation_records = read_jsonl(spec.validation_path) if spec.validation_path else []
         from infra.local_bedrock.engines import real
 
         real._offline()
@@ -269,10 +276,8 @@ class TrainingRun:
         torch.set_num_threads(training_threads(real._cpu_threads()))
         torch.manual_seed(0)
         tokenizer, model = load_base(real)
-        spec = self.spec
-        examples = build_examples(tokenizer, read_jsonl(spec.train_path), spec.customization_type)
-        validation = (build_examples(tokenizer, read_jsonl(spec.validation_path), spec.customization_type)
-                      if spec.validation_path else [])
+        examples = build_examples(tokenizer, records, spec.customization_type)
+        validation = build_examples(tokenizer, validation_records, spec.customization_type)
         if not examples:
             raise TrainingFailed("The training data has no usable records.")
         trained = trainable_parameters(model)
