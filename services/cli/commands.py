@@ -90,9 +90,16 @@ async def status(args: argparse.Namespace, *, console: Console, out: Console) ->
     settings = Settings()
     if args.run_id is None:
         async with async_clients(settings, "dynamodb", "sqs") as aws:
-            runs = await RunStore(aws["dynamodb"], settings.table).list_runs(limit=20)
+            unreadable: list = []
+            runs = await RunStore(aws["dynamodb"], settings.table).list_runs(limit=20, unreadable=unreadable)
             parked = await _parked_messages(Queues(aws["sqs"], settings))
         out.print(runs_table(runs))
+        for run in runs:
+            if run.stalled and not run.terminal:
+                console.print(f"[yellow]stalled:[/] run {run.run_id}: {escape(run.stalled)} "
+                              f"(re-driven {run.redrives} time(s))")
+        for bad in unreadable:
+            console.print(f"[red]unreadable:[/] run item {bad.run_id}: {escape(bad.error)}")
         for queue, count in parked.items():
             console.print(f"[yellow]warning:[/] {count} message(s) parked in {settings.queue_name(queue)}: "
                           "a worker could not handle them; its log says why")
@@ -210,6 +217,8 @@ def describe(run: Run, jobs: list[Job]) -> str:
         lines.append(f"succeeded {run.summary['succeeded']:,}, failed {run.summary['failed']:,}")
     if run.error:
         lines.append(f"error: {run.error}")
+    if run.stalled and not run.terminal:
+        lines.append(f"stalled: {run.stalled} (the watchdog re-drove it {run.redrives} time(s))")
     return "\n".join(lines)
 
 
