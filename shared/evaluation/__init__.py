@@ -1,0 +1,1 @@
+"""Evaluation runs: metrics, statistics, model selection and the results they produce."""
