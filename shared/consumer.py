@@ -102,7 +102,7 @@ class Consumer:
             message = self._inbox.validate_json(raw["Body"])
         except ValidationError as exc:
             with structlog.contextvars.bound_contextvars(message_id=message_id):
-                await self._park(raw, f"invalid message: {exc.errors(include_url=False)[:3]}")
+                await self._park(raw, f"invalid message: {describe_invalid(exc)}")
             return
         run_id, job_key = _run_and_job(message)
         context = {"message_id": message_id, "run_id": run_id, "job_key": job_key,
@@ -192,6 +192,19 @@ class Consumer:
                 "quarry_source_message_id": {"DataType": "String", "StringValue": raw["MessageId"]},
             })
         await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=raw["ReceiptHandle"])
+
+
+def describe_invalid(exc: ValidationError, limit: int = 3) -> str:
+    """Where and how a message failed validation: locations, error types and pydantic's own
+    messages, never the input values (a spec's template or system prompt would be one). A custom
+    validator's message may quote its input, so only its type is kept."""
+    parts = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False)[:limit]:
+        where = ".".join(str(part) for part in error["loc"]) or "message"
+        said = "refused by a validator" if error["type"] in ("value_error", "assertion_error") else error["msg"]
+        parts.append(f"{where}: {error['type']} ({said})")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _run_and_job(message: Any) -> tuple[str | None, str | None]:

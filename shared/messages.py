@@ -13,6 +13,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
+from shared.domain.evolving import Evolving
 from shared.domain.spec import RunSpec, SpecOverrides
 
 
@@ -25,8 +26,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Message(Evolving):
+    # Fields from a newer worker are kept and re-sent with the message (rolling deploys); an
+    # unknown `type`, a future schema_version or a missing field still fails at the edge.
+    model_config = ConfigDict(frozen=True)
 
     schema_version: Literal[1] = 1
     run_id: str

@@ -12,6 +12,9 @@ Layout (pk, sk):
 - LEASE#{name}, LEASE          who runs the watchdog now, until when
 Every item carries `version`; every change is a write conditioned on the version (and status)
 the writer read, so a stale or duplicate message loses with ConflictError instead of clobbering.
+A change is an UpdateItem that SETs the attributes this code knows, never a whole-item Put: during
+a rolling deploy an attribute a newer worker added survives an older worker's write (and fields
+it added to `doc` are kept by Run and Job, shared/domain/evolving.py).
 A change and the messages it implies are one transaction (the outbox): a crash between the two
 can delay a message, never lose it.
 """
@@ -104,7 +107,7 @@ class RunStore:
         """The run with `changes`, conditioned on its version, and the messages in `send`."""
         updated = run.model_copy(update={**changes, "version": run.version + 1, "updated_at": now()})
         doing = f"updating run {run.run_id}"
-        await self._commit([self._put_versioned(self._run_item(updated), run.version)], send, doing)
+        await self._commit([self._update_versioned(self._run_item(updated), run.version)], send, doing)
         return updated
 
     async def list_runs(self, limit: int = 20, *, unreadable: list[UnreadableRun] | None = None) -> list[Run]:
@@ -197,7 +200,7 @@ class RunStore:
 
     async def update_job(self, job: Job, *, send: Sequence[Outgoing] = (), **changes: Any) -> Job:
         updated = job.model_copy(update={**changes, "version": job.version + 1, "updated_at": now()})
-        writes = [self._put_versioned(self._job_item(updated), job.version)]
+        writes = [self._update_versioned(self._job_item(updated), job.version)]
         if job.status in JOB_HOLDS_SLOT and updated.status not in JOB_HOLDS_SLOT:
             writes.append({"Update": {
                 "TableName": self._table, "Key": self._key(f"SLOT#{job.model_id}", "SLOT"),
@@ -217,7 +220,7 @@ class RunStore:
             "ConditionExpression": "attribute_not_exists(holders) OR contains(holders, :holder) OR size(holders) < :limit",
             "ExpressionAttributeValues": {":h": {"SS": [job.name]}, ":holder": _s(job.name), ":limit": _n(limit)}}}
         try:
-            await self._transact([slot, self._put_versioned(self._job_item(updated), job.version)],
+            await self._transact([slot, self._update_versioned(self._job_item(updated), job.version)],
                                  f"admitting job {job.job_key} of {job.run_id}")
         except _Cancelled as exc:
             if exc.failed == [0]:
@@ -330,9 +333,16 @@ class RunStore:
             "worker": _s(outgoing.worker), "delay_s": _n(outgoing.delay_s), "body": _s(outgoing.message.model_dump_json()),
         }
 
-    def _put_versioned(self, item: dict[str, Any], version: int) -> dict[str, Any]:
-        return {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "version = :v",
-                        "ExpressionAttributeValues": {":v": _n(version)}}}
+    def _update_versioned(self, item: dict[str, Any], version: int) -> dict[str, Any]:
+        """SET the item's attributes if it is still at `version`; attributes not in `item` stay."""
+        fields = [name for name in item if name not in ("pk", "sk")]
+        return {"Update": {
+            "TableName": self._table, "Key": {"pk": item["pk"], "sk": item["sk"]},
+            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+            "ConditionExpression": "#version = :v",
+            "ExpressionAttributeNames": {"#version": "version"} | {f"#f{i}": name for i, name in enumerate(fields)},
+            "ExpressionAttributeValues": {":v": _n(version)} | {f":f{i}": item[name] for i, name in enumerate(fields)},
+        }}
 
     def _job_item(self, job: Job) -> dict[str, Any]:
         return {
@@ -367,8 +377,10 @@ class RunStore:
 
     async def _transact(self, items: list[dict[str, Any]], doing: str) -> None:
         try:
-            if len(items) == 1 and "Put" in items[0]:  # one item: a plain conditional put is cheaper
+            if len(items) == 1 and "Put" in items[0]:  # one item: a plain conditional write is cheaper
                 await self._db.put_item(**items[0]["Put"])
+            elif len(items) == 1 and "Update" in items[0]:
+                await self._db.update_item(**items[0]["Update"])
             else:
                 await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from shared.domain.evolving import Evolving
 
 Family = Literal["anthropic", "titan-text", "titan-embed", "nova", "llama", "mistral", "cohere"]
 
@@ -36,10 +38,11 @@ class UnsupportedModelError(ValueError):
     """The model id names no family Quarry can build bodies for."""
 
 
-class InferenceParams(BaseModel):
-    """Sampling parameters; each family takes the ones it understands, under its own names."""
+class InferenceParams(Evolving):
+    """Sampling parameters; each family takes the ones it understands, under its own names.
+    Unknown ones are refused from people (STRICT) and kept from newer workers (shared/domain/evolving.py)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     max_tokens: int = Field(1024, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=1.0)

@@ -11,8 +11,9 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from shared.domain.evolving import Evolving
 from shared.domain.spec import RunSpec
 
 RunKind = Literal["batch"]
@@ -86,10 +87,8 @@ def parse_job_name(name: str) -> tuple[str, str] | None:
     return match["run_id"], job_key(int(match["index"]), int(match["attempt"]))
 
 
-class Job(BaseModel):
-    """One Bedrock batch job of a run."""
-
-    model_config = ConfigDict(extra="ignore")
+class Job(Evolving):
+    """One Bedrock batch job of a run. Fields a newer worker added are kept and written back."""
 
     run_id: str
     job_key: str
@@ -134,10 +133,9 @@ class Job(BaseModel):
         return self.status in JOB_TERMINAL
 
 
-class Run(BaseModel):
-    """One run: an input, a spec, its jobs' progress and, at the end, its results."""
-
-    model_config = ConfigDict(extra="ignore")
+class Run(Evolving):
+    """One run: an input, a spec, its jobs' progress and, at the end, its results. Fields a newer
+    worker added are kept and written back."""
 
     run_id: str
     kind: RunKind = "batch"

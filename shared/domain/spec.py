@@ -9,15 +9,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.domain.bodies import InferenceParams, family_of
+from shared.domain.evolving import STRICT, Evolving
 from shared.errors import InvalidRunSpec
 
 OutputFormat = Literal["csv", "jsonl", "parquet"]
 
 
-class RunSpec(BaseModel):
-    """A complete, validated spec."""
+class RunSpec(Evolving):
+    """A complete, validated spec. Unknown fields are refused where a person wrote it (resolve_spec
+    validates with STRICT) and kept where a newer worker did (messages, run items)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     model_id: str = Field(min_length=1)
     # A jinja2 template over the row's columns; None means the input has a `modelInput` column.
@@ -66,7 +68,7 @@ def resolve_spec(profile: dict[str, Any] | None, *overrides: SpecOverrides, wher
         for key, value in override.model_dump(exclude_none=True).items():
             merged[key] = {**merged.get("params", {}), **value} if key == "params" else value
     try:
-        return RunSpec.model_validate(merged)
+        return RunSpec.model_validate(merged, context=STRICT)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise InvalidRunSpec(f"invalid run spec from {where}: {problems}") from None

@@ -116,3 +116,43 @@ async def test_on_its_last_receive_a_failing_message_is_parked_with_its_reason_a
     assert "corrupt" in message["MessageAttributes"]["quarry_reason"]["StringValue"]
     assert any(e["event"] == "message_parked" and e.get("run_id") == run_id for e in logs)
     assert (run_id, True) in [(r, fatal) for r, _, fatal in failures], "a parked message is fatal for its run"
+
+
+async def test_an_invalid_message_is_parked_with_where_it_failed_but_none_of_its_values(sqs, logs):
+    url, dlq = await a_queue(sqs, max_receives=5)
+    secret = "Summarize the patient's notes: {{ notes }}"
+    # No job_key, and a seq that is prompt text: both fail; the reason must not quote the text.
+    body = f'{{"type": "SubmitJob", "run_id": "{new_id()}", "seq": "{secret}"}}'
+    await sqs.send_message(QueueUrl=url, MessageBody=body)
+
+    async def parked() -> bool:
+        return await count(sqs, dlq) == 1
+
+    await consume(sqs, url, dlq, _never_called, [], until=parked)
+
+    [message] = (await sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"]))["Messages"]
+    reason = message["MessageAttributes"]["quarry_reason"]["StringValue"]
+    assert "SubmitJob.job_key: missing" in reason and "SubmitJob.seq: int_parsing" in reason
+    [line] = [e for e in logs if e["event"] == "message_parked"]
+    assert secret not in reason and secret not in str(line) and "patient" not in str(line)
+    assert message["Body"] == body, "the message itself is kept whole in the DLQ"
+
+
+async def test_a_message_from_a_newer_worker_reaches_its_handler_with_the_fields_this_one_does_not_know(sqs, logs):
+    url, dlq = await a_queue(sqs, max_receives=5)
+    handled: list = []
+
+    async def handle(message):
+        handled.append(message)
+
+    body = SubmitJob(run_id=new_id(), job_key="00000-0").model_dump_json()[:-1] + ', "priority": "high"}'
+    await sqs.send_message(QueueUrl=url, MessageBody=body)
+    await consume(sqs, url, dlq, handle, [], until=lambda: _true_after(handled))
+
+    assert handled[0].model_extra == {"priority": "high"}
+    assert '"priority":"high"' in handled[0].model_dump_json(), "re-sent, it carries the field on"
+    assert await count(sqs, dlq) == 0
+
+
+async def _never_called(message):
+    raise AssertionError("an invalid message reached a handler")

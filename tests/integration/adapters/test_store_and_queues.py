@@ -121,3 +121,50 @@ def test_a_small_read_refuses_an_object_over_its_limit(moto_env):
     with pytest.raises(PermanentError, match="over 1,024 bytes"):
         objects.read_small("s3://quarry-inputs/incoming/qa/big.csv.spec.json", limit=1024)
     assert objects.read_small("s3://quarry-inputs/incoming/qa/missing.spec.json") is None
+
+
+# --- rolling deploys: an older worker's write keeps what a newer one added ------------------------------
+async def _add_as_a_newer_worker(store: RunStore, sk: str, run_id: str, field: str) -> None:
+    """What a newer worker wrote: an attribute of the item, and a field of its document."""
+    db, table = store._db, store._table
+    key = {"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": sk}}
+    item = (await db.get_item(TableName=table, Key=key, ConsistentRead=True))["Item"]
+    doc = item["doc"]["S"][:-1] + f', "{field}": {{"from": "v2"}}}}'
+    await db.update_item(TableName=table, Key=key, UpdateExpression="SET doc = :doc, #new = :new",
+                         ExpressionAttributeNames={"#new": f"{field}_attr"},
+                         ExpressionAttributeValues={":doc": {"S": doc}, ":new": {"S": "v2"}})
+
+
+async def _raw(store: RunStore, sk: str, run_id: str) -> dict:
+    key = {"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": sk}}
+    return (await store._db.get_item(TableName=store._table, Key=key, ConsistentRead=True))["Item"]
+
+
+async def test_a_run_written_back_by_an_older_worker_keeps_the_attributes_and_fields_it_does_not_know(store):
+    run = a_run()
+    await store.create_run(run)
+    await _add_as_a_newer_worker(store, "RUN", run.run_id, "evaluation")
+
+    read = await store.get_run(run.run_id)
+    await store.move_run(read, "RUNNING", total_rows=5)
+
+    item = await _raw(store, "RUN", run.run_id)
+    assert item["evaluation_attr"] == {"S": "v2"}
+    again = await store.get_run(run.run_id)
+    assert (again.status, again.total_rows, again.model_extra) == ("RUNNING", 5, {"evaluation": {"from": "v2"}})
+
+
+async def test_a_job_written_back_and_admitted_by_an_older_worker_keeps_what_it_does_not_know(store):
+    run = a_run()
+    await store.create_run(run)
+    await store.put_new_jobs([a_job(run.run_id)])
+    await _add_as_a_newer_worker(store, "JOB#00000-0", run.run_id, "scores")
+
+    job = await store.get_job(run.run_id, "00000-0")
+    job = await store.admit_job(job, limit=5)
+    await store.move_job(job, "SUBMITTED", bedrock_arn="arn:job")
+
+    item = await _raw(store, "JOB#00000-0", run.run_id)
+    assert item["scores_attr"] == {"S": "v2"}
+    again = await store.get_job(run.run_id, "00000-0")
+    assert (again.status, again.model_extra) == ("SUBMITTED", {"scores": {"from": "v2"}})
