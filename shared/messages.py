@@ -14,6 +14,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from shared.domain.evolving import Evolving
+from shared.domain.evaluation import EvaluationConfig
 from shared.domain.spec import RunSpec, SpecOverrides
 
 
@@ -43,12 +44,17 @@ class StartRun(Message):
 
     type: Literal["StartRun"] = "StartRun"
     input_uri: str
-    spec: RunSpec
-    origin: Literal["cli", "s3", "event"]
+    # A batch run's spec; None for an evaluation (its config is `evaluation`).
+    spec: RunSpec | None = None
+    origin: Literal["cli", "s3", "event", "child"]
     # What makes a start unique: the same object version or request id never starts two runs.
     source_key: str
     # The request event's request_id, echoed on the run's answer event.
     request_id: str | None = None
+    kind: Literal["batch", "evaluate"] = "batch"
+    evaluation: EvaluationConfig | None = None
+    # A child run of an evaluation: the parent, which it reports to instead of emailing.
+    parent_run_id: str | None = None
 
 
 class SubmitJob(Message):
@@ -156,6 +162,25 @@ class BatchRequested(_Envelope):
     detail: Any
 
 
+class EvaluationRequest(BaseModel):
+    """An evaluation requested by another system: the config inline, or where it is in S3."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config: dict[str, Any] | None = None
+    config_uri: str | None = Field(None, pattern=r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]/.+", max_length=1100)
+    request_id: str | None = Field(None, min_length=1, max_length=REQUEST_ID_MAX,
+                                   description="idempotency key; defaults to the event id")
+
+
+class EvaluationRequested(_Envelope):
+    """'Quarry Evaluation Requested' on Quarry's bus, from any system; consumed by preprocess. As with
+    BatchRequested, the detail is validated by the handler so a bad one is answered, not parked."""
+
+    detail_type: Literal["Quarry Evaluation Requested"] = Field(alias="detail-type")
+    detail: Any
+
+
 class _BedrockJobDetail(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -185,7 +210,7 @@ def _union(*members: type[BaseModel]) -> TypeAdapter:
 
 
 # One union per queue: what each worker accepts.
-PREPROCESS_INBOX = _union(StartRun, S3ObjectCreated, BatchRequested)
+PREPROCESS_INBOX = _union(StartRun, S3ObjectCreated, BatchRequested, EvaluationRequested)
 SUBMIT_INBOX = _union(SubmitJob, CancelRun)
 POLL_INBOX = _union(CheckJob, BedrockJobStateChanged)
 POSTPROCESS_INBOX = _union(CollectRun)

@@ -13,10 +13,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from shared.domain.evaluation import EvaluationConfig
 from shared.domain.evolving import Evolving
 from shared.domain.spec import RunSpec
 
-RunKind = Literal["batch"]
+# batch: one spec over one input. evaluate: a parent over one child batch run per model, scored
+# together when every child has ended (its children are batch runs with parent_run_id set).
+RunKind = Literal["batch", "evaluate"]
+# What a job drives on Bedrock: a batch inference job (customization jobs and hosting come next).
+JobFamily = Literal["batch_job"]
 RunStatus = Literal["PREPARING", "RUNNING", "FINALIZING", "CANCELLING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
 JobStatus = Literal["PENDING", "SUBMITTING", "SUBMITTED", "RUNNING", "COMPLETED", "PARTIAL", "FAILED", "STOPPED",
                     "EXPIRED", "CANCELLED"]
@@ -92,6 +97,7 @@ class Job(Evolving):
 
     run_id: str
     job_key: str
+    family: JobFamily = "batch_job"
     index: int
     attempt: int = 0
     status: JobStatus = "PENDING"
@@ -164,6 +170,15 @@ class Run(Evolving):
     # The watchdog's view: how often it re-drove the run, and why the run is stalled right now.
     redrives: int = 0
     stalled: str | None = None
+    # Records answered from the response cache instead of Bedrock (spec.cache reuse).
+    cached_records: int = 0
+    # evaluate: the config; the children's run ids and resolved model ids by model name; the
+    # staged dataset's facts (rows, hash, shape). A child: the evaluation it belongs to.
+    evaluation: EvaluationConfig | None = None
+    children: dict[str, str] = Field(default_factory=dict)
+    model_ids: dict[str, str] = Field(default_factory=dict)
+    dataset: dict[str, Any] | None = None
+    parent_run_id: str | None = None
 
     @property
     def terminal(self) -> bool:

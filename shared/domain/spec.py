@@ -30,6 +30,9 @@ class RunSpec(Evolving):
     output_format: OutputFormat = "jsonl"
     recipients: list[str] = Field(default_factory=list)
     name: str | None = Field(None, max_length=100)
+    # The response cache (shared/adapters/response_cache.py): reuse answers already paid for and
+    # store new ones, refresh (store only), or off.
+    cache: Literal["reuse", "refresh", "off"] = "off"
 
     @field_validator("model_id")
     @classmethod
@@ -59,6 +62,7 @@ class SpecOverrides(BaseModel):
     output_format: OutputFormat | None = None
     recipients: list[str] | None = None
     name: str | None = None
+    cache: Literal["reuse", "refresh", "off"] | None = None
 
 
 def resolve_spec(profile: dict[str, Any] | None, *overrides: SpecOverrides, where: str) -> RunSpec:

@@ -9,7 +9,7 @@ from shared.domain.spec import resolve_spec
 from shared.errors import InvalidRunSpec
 from shared.messages import (
     NOTIFY_INBOX, POLL_INBOX, POSTPROCESS_INBOX, PREPROCESS_INBOX, SUBMIT_INBOX, BatchRequest, BatchRequested,
-    BedrockJobStateChanged, CancelRun, CheckJob, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob,
+    BedrockJobStateChanged, CancelRun, CheckJob, CollectRun, EvaluationRequested, RunFinished, S3ObjectCreated, StartRun, SubmitJob,
 )
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -22,8 +22,9 @@ START_RUN = {
              "system": None, "params": {"max_tokens": 200, "temperature": 0.2, "top_p": None, "stop_sequences": [],
                                         "dimensions": None, "normalize": None},
              "invocation": "InvokeModel", "output_format": "csv", "recipients": ["ops@example.com"],
-             "name": "reviews"},
+             "name": "reviews", "cache": "off"},
     "origin": "cli", "source_key": f"cli:{RUN_ID}", "request_id": None,
+    "kind": "batch", "evaluation": None, "parent_run_id": None,
 }
 SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
               "job_key": "00003-0", "seq": 2}
@@ -53,6 +54,12 @@ BATCH_REQUESTED = {
     "detail": {"input_uri": "s3://quarry-inputs/requests/tickets.jsonl", "profile": "summarize",
                "spec": {"params": {"max_tokens": 64}, "recipients": ["crm@example.com"]}, "request_id": "req-42"},
 }
+EVALUATION_REQUESTED = {
+    "version": "0", "id": "0c9d2a58-7b3e-4f44-9d1c-3c8b7e2f6a01", "detail-type": "Quarry Evaluation Requested",
+    "source": "com.example.mlops", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": [],
+    "detail": {"config_uri": "s3://quarry-inputs/evaluations/trivia.yaml", "request_id": "eval-7"},
+}
 BEDROCK_JOB_STATE_CHANGED = {
     "version": "0", "id": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111", "detail-type": "Batch Inference Job State Change",
     "source": "aws.bedrock", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
@@ -68,6 +75,7 @@ BEDROCK_JOB_STATE_CHANGED = {
     (PREPROCESS_INBOX, START_RUN, StartRun),
     (PREPROCESS_INBOX, S3_OBJECT_CREATED, S3ObjectCreated),
     (PREPROCESS_INBOX, BATCH_REQUESTED, BatchRequested),
+    (PREPROCESS_INBOX, EVALUATION_REQUESTED, EvaluationRequested),
     (SUBMIT_INBOX, SUBMIT_JOB, SubmitJob),
     (SUBMIT_INBOX, CANCEL_RUN, CancelRun),
     (POLL_INBOX, CHECK_JOB, CheckJob),
