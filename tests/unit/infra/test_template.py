@@ -32,24 +32,26 @@ STAR_RESOURCE_ALLOWED = {
 }
 
 # What each worker's handlers call (services/<worker>/handlers.py through shared/adapters), as IAM
-# actions; every worker also consumes its own queue and parks invalid messages in its DLQ.
+# actions; every worker also consumes its own queue (reading its redrive policy) and parks invalid
+# messages in its DLQ, and runs the watchdog (shared/watchdog.py): state in the table and its
+# gsi1, messages to any worker, Bedrock jobs stopped when it fails a run.
 CONSUMER = {"sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-            "sqs:SendMessage"}
+            "sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:UpdateItem"}
+WATCHDOG = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
+            "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob"}
 WORKER_ACTIONS = {
-    "preprocess": CONSUMER | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
-                              "dynamodb:GetItem", "dynamodb:PutItem", "bedrock:InvokeModel",
-                              "bedrock:ListFoundationModels"},
-    "submit": CONSUMER | {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
-                          "bedrock:CreateModelInvocationJob", "bedrock:StopModelInvocationJob", "bedrock:TagResource",
-                          "bedrock:ListModelInvocationJobs", "iam:PassRole"},
-    "poll": CONSUMER | {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "bedrock:GetModelInvocationJob"},
-    "postprocess": CONSUMER | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
-                               "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "bedrock:InvokeModel"},
-    "notify": CONSUMER | {"dynamodb:GetItem", "dynamodb:PutItem", "sns:Publish", "events:PutEvents"},
+    "preprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
+                                         "bedrock:InvokeModel", "bedrock:ListFoundationModels"},
+    "submit": CONSUMER | WATCHDOG | {"bedrock:CreateModelInvocationJob", "bedrock:TagResource",
+                                     "bedrock:ListModelInvocationJobs", "iam:PassRole"},
+    "poll": CONSUMER | WATCHDOG | {"bedrock:GetModelInvocationJob"},
+    "postprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
+                                          "bedrock:InvokeModel"},
+    "notify": CONSUMER | WATCHDOG | {"sns:Publish", "events:PutEvents"},
 }
-# The queues each worker sends to, besides its own DLQ.
-WORKER_SENDS_TO = {"preprocess": {"Submit", "Postprocess", "Notify"}, "submit": {"Poll", "Postprocess"},
-                   "poll": {"Poll", "Postprocess"}, "postprocess": {"Submit", "Notify"}, "notify": set()}
+# The queues each worker sends to, besides its own DLQ: every one, since the watchdog relays outbox
+# leftovers and re-drives stalled runs to whichever worker they are for.
+WORKER_SENDS_TO = {worker: {"Preprocess", "Submit", "Poll", "Postprocess", "Notify"} for worker in WORKERS}
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +412,147 @@ def test_every_worker_reads_the_allowed_inputs_and_models_the_template_is_given(
         env = {v["Name"]: v["Value"] for v in container["Environment"]}
         assert env["QUARRY_ALLOWED_INPUTS"] == {"Ref": "AllowedInputLocations"}
         assert env["QUARRY_ALLOWED_MODELS"] == {"Ref": "AllowedModels"}
+
+
+# --- the watchdog and the consumer, as every worker runs them ---------------------------------------------
+class _Recorder:
+    """A boto client that records each call as (IAM action, resource ARN) and answers just enough
+    for a watchdog sweep to take every path: relay the outbox, fail a poison run (stop its job,
+    cancel its pending one, send its RunFinished) and re-drive a stalled one."""
+
+    REGION, ACCOUNT = "us-east-1", "123456789012"
+
+    def __init__(self, service: str, table: str, runs: list, jobs: dict, failures: dict, outbox: list) -> None:
+        self.service, self.table, self.runs, self.jobs, self.failures, self.outbox = (
+            service, table, runs, jobs, failures, outbox)
+        self.calls: set[tuple[str, str]] = set()
+
+    def _table_arn(self, index: str | None = None) -> str:
+        arn = f"arn:aws:dynamodb:{self.REGION}:{self.ACCOUNT}:table/{self.table}"
+        return f"{arn}/index/{index}" if index else arn
+
+    def __getattr__(self, method: str):
+        async def call(**kwargs: Any) -> dict:
+            return self._answer(method, kwargs)
+        return call
+
+    def _answer(self, method: str, kw: dict) -> dict:
+        verb = "".join(part.capitalize() for part in method.split("_"))
+        if self.service == "dynamodb":
+            if method == "transact_write_items":
+                for item in kw["TransactItems"]:
+                    (kind, _), = item.items()
+                    self.calls.add((f"dynamodb:{'ConditionCheckItem' if kind == 'ConditionCheck' else kind + 'Item'}",
+                                    self._table_arn()))
+                return {}
+            self.calls.add((f"dynamodb:{verb}", self._table_arn(kw.get("IndexName"))))
+            if method == "query":
+                values = kw["ExpressionAttributeValues"]
+                if ":outbox" in values:
+                    return {"Items": self.outbox}
+                if ":runs" in values:
+                    return {"Items": self.runs}
+                return {"Items": self.jobs.get(values[":pk"]["S"], [])}
+            if method == "get_item":
+                key = kw["Key"]
+                return {"Item": self.failures[key["pk"]["S"]]} if key["sk"]["S"] == "FAILURES" and key["pk"]["S"] in self.failures else {}
+            return {}
+        if self.service == "sqs":
+            if method == "get_queue_url":
+                self.calls.add(("sqs:GetQueueUrl", f"arn:aws:sqs:{self.REGION}:{self.ACCOUNT}:{kw['QueueName']}"))
+                return {"QueueUrl": f"https://sqs.{self.REGION}.amazonaws.com/{self.ACCOUNT}/{kw['QueueName']}"}
+            name = kw["QueueUrl"].rsplit("/", 1)[-1]
+            self.calls.add((f"sqs:{verb}", f"arn:aws:sqs:{self.REGION}:{self.ACCOUNT}:{name}"))
+            if method == "get_queue_attributes":
+                return {"Attributes": {"RedrivePolicy": '{"maxReceiveCount": 5}'}}
+            return {}
+        self.calls.add((f"bedrock:{verb}", kw["jobIdentifier"]))
+        return {}
+
+
+def _watchdog_world(settings: Settings) -> dict:
+    """A poison run (a fatal failure, one job on Bedrock, one pending), a stalled run and one
+    outbox leftover for each worker, as the store writes them."""
+    import datetime as dt
+
+    from shared.adapters.store import RunStore
+    from shared.domain.runs import Job, Run
+    from shared.domain.spec import RunSpec
+
+    store = RunStore(None, settings.table)
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    spec = RunSpec(model_id="anthropic.claude-3-haiku-20240307-v1:0", template="{{ text }}")
+
+    def run(run_id: str) -> Run:
+        return Run(run_id=run_id, status="RUNNING", spec=spec, input_uri="s3://quarry-inputs/incoming/x.csv",
+                   origin="cli", source_key=run_id, updated_at=long_ago)
+
+    def job(run_id: str, index: int, **changes: Any) -> Job:
+        return Job(run_id=run_id, job_key=f"{index:05d}-0", index=index, model_id=spec.model_id, chunk_uri="s3://w/c",
+                   output_uri="s3://w/o/", records=100, bytes=10, first_row=0, end_row=100, updated_at=long_ago,
+                   **changes)
+
+    poison, stalled = "a" * 32, "b" * 32
+    job_arn = f"arn:aws:bedrock:{_Recorder.REGION}:{_Recorder.ACCOUNT}:model-invocation-job/abc123"
+    outbox = [{"pk": {"S": f"RUN#{stalled}"}, "sk": {"S": f"OUTBOX#{worker}"}, "worker": {"S": worker},
+               "body": {"S": "{}"}, "delay_s": {"N": "0"}} for worker in WORKERS]
+    return {
+        "runs": [store._run_item(run(poison)), store._run_item(run(stalled))],
+        "jobs": {f"RUN#{poison}": [store._job_item(job(poison, 0, status="RUNNING", bedrock_arn=job_arn)),
+                                   store._job_item(job(poison, 1))],
+                 f"RUN#{stalled}": [store._job_item(job(stalled, 0))]},
+        "failures": {f"RUN#{poison}": {"crashes": {"N": "1"}, "last_error": {"S": "boom"}, "fatal": {"BOOL": True}}},
+        "outbox": outbox,
+    }
+
+
+async def _calls_of_one_worker(worker: str, settings: Settings) -> set[tuple[str, str]]:
+    """What one worker calls besides its handlers: its consumer's start and failure recording, and
+    a watchdog sweep that takes every path."""
+    from shared.adapters.bedrock import BatchJobs
+    from shared.adapters.queues import Queues
+    from shared.adapters.store import RunStore
+    from shared.consumer import Consumer
+    from shared.messages import SUBMIT_INBOX
+    from shared.watchdog import sweep
+
+    world = _watchdog_world(settings)
+    db, sqs, bedrock = (_Recorder(service, settings.table, **world) for service in ("dynamodb", "sqs", "bedrock"))
+    store, queues = RunStore(db, settings.table), Queues(sqs, settings)
+    consumer = Consumer(sqs, queue_url=await queues.url(worker), dlq_url=await queues.url(f"{worker}-dlq"),
+                        inbox=SUBMIT_INBOX, handle=None)
+    await consumer._redrive_limit()
+    await store.record_failure("a" * 32, "crashed")
+    assert await store.take_lease("watchdog", worker, 90)
+    done = await sweep(store=store, queues=queues, bedrock=BatchJobs(bedrock, role_arn="r", timeout_hours=24),
+                       settings=settings)
+    assert done.relayed == len(WORKERS) and set(done.failed) == {"a" * 32} and set(done.redriven) == {"b" * 32}
+    return db.calls | sqs.calls | bedrock.calls
+
+
+def _allows(statements_: list[dict], action: str, arn: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(action in as_list(s["Action"]) and any(fnmatchcase(arn, r) for r in as_list(s["Resource"]))
+               for s in statements_ if s["Effect"] == "Allow")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+async def test_each_worker_role_allows_every_call_its_watchdog_and_consumer_make(template, worker):
+    when = deployed_with(template)
+    settings = Settings(table=when.physical_name("StateTable"), queue_prefix=when.parameters["Prefix"])
+    role = []
+    for statement in statements(template["Resources"][f"{worker.capitalize()}TaskRole"]["Properties"]["Policies"], when):
+        try:
+            role.append(when.resolve(statement))
+        except Unresolvable:
+            continue  # iam:PassRole of the Bedrock role, which only AWS creates
+
+    calls = await _calls_of_one_worker(worker, settings)
+
+    assert {action for action, _ in calls} >= {"dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:UpdateItem",
+                                               "sqs:SendMessage", "sqs:GetQueueAttributes",
+                                               "bedrock:StopModelInvocationJob"}
+    assert any(arn.endswith("/index/gsi1") for _, arn in calls), "the watchdog lists runs and the outbox on gsi1"
+    denied = sorted(call for call in calls if not _allows(role, *call))
+    assert denied == [], f"{worker}'s role does not allow what its watchdog and consumer call"
