@@ -317,7 +317,7 @@ def _scatter(results: EvaluationResults, colours: dict[str, str]) -> dict[str, A
         "right": _SCATTER_WIDTH - _SCATTER_RIGHT,
         "top": _SCATTER_TOP,
         "bottom": _SCATTER_HEIGHT - _SCATTER_BOTTOM,
-        "x_ticks": [{"x": x(t), "label": fmt_usd(t) if t else "$0"} for t in x_ticks],
+        "x_ticks": [{"x": x(t), "label": f"${t:,.{x_dec}f}"} for t in x_ticks],
         "y_ticks": [{"y": y(t), "label": f"{t:.{y_dec}f}"} for t in y_ticks],
         "points": drawn,
         "front": front,
@@ -364,6 +364,21 @@ def disagree(row: RecordRow, models: list[str], metric: str) -> bool:
     return len(outcomes) > 1
 
 
+def spread(row: RecordRow, models: list[str], metric: str) -> float | None:
+    """How far apart the models' scores on `metric` are (highest minus lowest); None when some
+    answered and some failed, a difference no threshold should hide."""
+    scores, failed = [], 0
+    for name in models:
+        answer = row.models.get(name)
+        if answer is None or answer.error is not None or answer.output is None:
+            failed += 1
+        elif (score := answer.scores.get(metric)) is not None and math.isfinite(score):
+            scores.append(score)
+    if failed and failed < len(models):
+        return None
+    return max(scores) - min(scores) if len(scores) > 1 else 0.0
+
+
 def _clip(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
@@ -400,9 +415,12 @@ def _record_view(
             "refs": [_clip(ref, chars) for ref in row.references],
             "cat": row.category,
             "d": differs,
+            "sp": spread(row, models, primary) if differs else 0.0,
             "a": [_answer(row, name, metrics, chars) for name in models],
         })
+    continuous = any(m.name == primary and m.kind == "continuous" for m in results.metrics)
     return {
+        "continuous": continuous,
         "data": {
             "models": models,
             "metrics": metrics,

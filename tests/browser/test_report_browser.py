@@ -167,3 +167,30 @@ def test_model_text_that_is_markup_stays_text_in_the_browser(browser, records, t
     assert browser.find_elements(By.CSS_SELECTOR, "#records img") == []
     assert browser.execute_script("return window.__errors") == []
     assert _severe(browser) == []
+
+
+def test_a_continuous_primary_metric_filters_by_the_size_of_the_disagreement(browser, records, tmp_path):
+    on_f1 = make_results(records).model_copy(update={"primary_metric": "f1"})
+    path = tmp_path / "f1.html"
+    path.write_text(render_report(on_f1, records), encoding="utf-8")
+    browser.get(path.as_uri())
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#records-body tr.record"))
+
+    def expected(least: float) -> int:
+        n = 0
+        for r in records:
+            answers = [r.models[m] for m in COMPARED]
+            failed = sum(a.error is not None for a in answers)
+            scores = [a.scores["f1"] for a in answers if a.error is None]
+            n += (0 < failed < len(answers)) or (max(scores) - min(scores) >= least and max(scores) > min(scores))
+        return n
+
+    browser.find_element(By.ID, "only-disagreements").click()
+    count = browser.find_element(By.ID, "record-count")
+    assert count.get_attribute("data-count") == str(expected(0.0))
+    threshold = browser.find_element(By.ID, "min-difference")
+    threshold.clear()
+    threshold.send_keys("0.6")
+
+    assert count.get_attribute("data-count") == str(expected(0.6))
+    assert expected(0.6) < expected(0.0)

@@ -5,6 +5,8 @@
   var data = JSON.parse(document.getElementById("records-data").textContent);
   var body = document.getElementById("records-body");
   var onlyDisagreements = document.getElementById("only-disagreements");
+  // Present when the primary metric is continuous: a disagreement must be at least this large.
+  var minDifference = document.getElementById("min-difference");
   var categoryFilter = document.getElementById("category-filter");
   var search = document.getElementById("record-search");
   var count = document.getElementById("record-count");
@@ -36,8 +38,8 @@
     return r._text;
   }
 
-  function matches(r, query, category) {
-    if (onlyDisagreements.checked && !r.d) return false;
+  function matches(r, query, category, least) {
+    if (onlyDisagreements.checked && !(r.d && (r.sp === null || r.sp >= least - 1e-9))) return false;
     if (category && r.cat !== category) return false;
     if (query && haystack(r).indexOf(query) < 0) return false;
     return true;
@@ -160,7 +162,8 @@
   function applyFilters() {
     var query = search.value.trim().toLowerCase();
     var category = hasCategories ? categoryFilter.value : "";
-    matching = data.records.filter(function (r) { return matches(r, query, category); });
+    var least = minDifference ? Math.max(0, parseFloat(minDifference.value) || 0) : 0;
+    matching = data.records.filter(function (r) { return matches(r, query, category, least); });
     count.dataset.count = matching.length;
     count.textContent = matching.length + " of " + data.records.length + " records match";
     page = 0;
@@ -169,6 +172,7 @@
 
   onlyDisagreements.addEventListener("change", applyFilters);
   if (hasCategories) categoryFilter.addEventListener("change", applyFilters);
+  if (minDifference) minDifference.addEventListener("input", applyFilters);
   search.addEventListener("input", applyFilters);
   prev.addEventListener("click", function () { page -= 1; renderPage(); });
   next.addEventListener("click", function () { page += 1; renderPage(); });

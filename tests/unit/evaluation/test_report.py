@@ -12,6 +12,7 @@ from shared.evaluation.report import (
     fmt_usd,
     nice_ticks,
     render_report,
+    spread,
 )
 from shared.evaluation.results import Interval, ModelAnswer, RecordRow, Selection
 from tests.support.evaluation_fixtures import FAILED, MODELS, make_records, make_results
@@ -211,6 +212,24 @@ def test_a_failed_generation_disagrees_with_an_answer_but_not_with_another_failu
     failed = ModelAnswer(error="ModelErrorException: boom")
     assert disagree(_row(a=answered, b=failed), ["a", "b"], "em")
     assert not disagree(_row(a=failed, b=failed), ["a", "b"], "em")
+
+
+def test_the_spread_is_the_gap_between_the_highest_and_lowest_score():
+    row = _row(a=ModelAnswer(output="x", scores={"rouge": 0.9}), b=ModelAnswer(output="y", scores={"rouge": 0.25}),
+               c=ModelAnswer(output="z", scores={"rouge": 0.5}))
+    assert spread(row, ["a", "b", "c"], "rouge") == pytest.approx(0.65)
+
+
+def test_an_answer_beside_a_failure_has_no_spread_to_hide_it_behind():
+    row = _row(a=ModelAnswer(output="x", scores={"rouge": 0.5}), b=ModelAnswer(error="ModelErrorException: boom"))
+    assert spread(row, ["a", "b"], "rouge") is None
+
+
+def test_a_minimum_difference_is_offered_only_for_a_continuous_primary_metric(results, records, html):
+    assert 'id="min-difference"' not in html
+    on_f1 = render_report(results.model_copy(update={"primary_metric": "f1"}), records)
+    assert 'id="min-difference"' in on_f1
+    assert all("sp" in r for r in embedded(on_f1)["records"])
 
 
 def test_a_single_model_renders_without_comparisons_or_plots(results, records):
