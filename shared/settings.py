@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_crashes: int = Field(5, ge=1)
     # How long a message may sit in the outbox before the watchdog sends it for the writer.
     outbox_grace_s: int = Field(30, ge=0)
+    # A job of Quarry's that holds a slot but that ListModelInvocationJobs has not shown among the
+    # model's active jobs for this long has ended (Bedrock lost it): poll fails it and frees its slot.
+    absent_job_grace_s: int = Field(900, ge=1)
     # Runs older than this are not watched (Bedrock's longest job timeout is 7 days).
     watch_days: int = Field(14, ge=1)
     log_level: str = "INFO"

@@ -5,7 +5,8 @@ Layout (pk, sk):
 - RUN#{run_id}, JOB#{job_key}  each job of the run
 - SOURCE#{source_key}, SOURCE  which run an input started: the same S3 object or request id
                                  never starts a second run
-- SLOT#{model_id}, SLOT        the model's concurrency semaphore: a string set of holders
+- SLOT#{model_id}, SLOT        the model's concurrency semaphore: a string set of holders, and
+                                 `absent`: holders Bedrock did not list as active, since when
 - RUN#{run_id}, OUTBOX#{key}   a message a committed change implies, not sent yet; gsi1
                                  (OUTBOX, {written_at}#{key}) lets the watchdog find leftovers
 - RUN#{run_id}, FAILURES       how often handlers crashed on the run's messages, the last error
@@ -257,6 +258,25 @@ class RunStore:
     async def slot_holders(self, model_id: str) -> set[str]:
         item = await self._get(f"SLOT#{model_id}", "SLOT")
         return set(item.get("holders", {}).get("SS", [])) if item else set()
+
+    async def slot_state(self, model_id: str) -> tuple[set[str], dict[str, dt.datetime]]:
+        """The model's slot holders, and those Bedrock was last seen not listing, since when."""
+        item = await self._get(f"SLOT#{model_id}", "SLOT") or {}
+        absent = {name: dt.datetime.fromisoformat(value["S"]) for name, value in item.get("absent", {}).get("M", {}).items()}
+        return set(item.get("holders", {}).get("SS", [])), absent
+
+    async def mark_absent(self, model_id: str, absent: dict[str, dt.datetime]) -> None:
+        """Record which holders Bedrock does not list, since when (a heuristic: the last writer wins)."""
+        key = self._key(f"SLOT#{model_id}", "SLOT")
+        try:
+            if absent:
+                await self._db.update_item(TableName=self._table, Key=key, UpdateExpression="SET absent = :a",
+                                           ExpressionAttributeValues={":a": {"M": {
+                                               name: _s(since.isoformat()) for name, since in absent.items()}}})
+            else:
+                await self._db.update_item(TableName=self._table, Key=key, UpdateExpression="REMOVE absent")
+        except ClientError as exc:
+            raise translate(exc, f"recording absent jobs of {model_id}") from exc
 
     # --- the outbox ----------------------------------------------------------------------------------
     async def forget_sent(self, run_id: str, key: str) -> None:

@@ -121,6 +121,9 @@ class Job(Evolving):
     # with the next number, so waiting never counts towards the queue's receive limit.
     submit_seq: int = 0
     throttles: int = 0  # creates Bedrock throttled in a row: the backoff grows with these only
+    # Since when Bedrock has not listed the job among its active ones, once that lasted longer than
+    # the grace period (submit's slot reconciliation sets it): poll then ends the job.
+    absent_since: dt.datetime | None = None
     created_at: dt.datetime = Field(default_factory=now)
     updated_at: dt.datetime = Field(default_factory=now)
 

@@ -28,6 +28,7 @@ class FakeStore:
         self.jobs: dict[tuple[str, str], Job] = {}
         self.sources: dict[str, str] = {}
         self.slots: dict[str, set[str]] = {}
+        self.absent: dict[str, dict[str, dt.datetime]] = {}  # model_id -> holders Bedrock did not list, since
         self.outbox: dict[tuple[str, str], tuple[Outgoing, dt.datetime]] = {}
         self.crashes: dict[str, tuple[int, str | None, bool]] = {}
         self.leases: dict[str, tuple[str, dt.datetime]] = {}
@@ -122,6 +123,12 @@ class FakeStore:
 
     async def slot_holders(self, model_id: str) -> set[str]:
         return set(self.slots.get(model_id, set()))
+
+    async def slot_state(self, model_id: str) -> tuple[set[str], dict[str, dt.datetime]]:
+        return set(self.slots.get(model_id, set())), dict(self.absent.get(model_id, {}))
+
+    async def mark_absent(self, model_id: str, absent: dict[str, dt.datetime]) -> None:
+        self.absent[model_id] = dict(absent)
 
     # --- outbox, failures, lease ---
     async def forget_sent(self, run_id: str, key: str) -> None:

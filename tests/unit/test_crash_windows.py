@@ -10,6 +10,7 @@ import pytest
 
 from services.notify.handlers import run_finished
 from services.poll.handlers import check_job
+from services.submit.handlers import submit_job
 from services.postprocess.handlers import collect_run
 from services.preprocess.handlers import start_run
 from services.postprocess.collecting import plan_retries
@@ -203,6 +204,84 @@ async def test_given_a_job_bedrock_no_longer_knows_when_checked_then_it_fails_fr
     assert stored.status == "FAILED" and "no longer knows" in stored.message
     assert await store.slot_holders(HAIKU) == set()
     assert [type(m) for m in queues.to("postprocess")] == [CollectRun]
+
+
+async def a_lost_job(store, bedrock, *, absent_for: dt.timedelta | None, status: str = "InProgress") -> str:
+    """A running job that holds one of the model's two slots and that Bedrock answers for but has not
+    listed as active since `absent_for` ago (None: it is listed); a second job waits for a slot."""
+    job = a_job(status="RUNNING")
+    arn = await bedrock.create(job)
+    bedrock.set_state(arn, status)
+    await given(store, a_run(), job.model_copy(update={"bedrock_arn": arn}), a_job("00001-0"))
+    store.slots[HAIKU] = {job.name, "quarry-" + "f" * 32 + "-00000-0"}  # the other slot: another run's
+    bedrock.active[HAIKU] = ["quarry-" + "f" * 32 + "-00000-0"] + ([job.name] if absent_for is None else [])
+    if absent_for is not None:
+        store.absent[HAIKU] = {job.name: now() - absent_for}
+    return arn
+
+
+async def admit_and_check(store, queues, bedrock, settings) -> None:
+    """The waiting job tries to get a slot (submit's reconciliation), then poll checks the lost job."""
+    await submit_job(SubmitJob(run_id=RUN_ID, job_key="00001-0"), store=store, bedrock=bedrock, queues=queues,
+                     settings=settings)
+    await check_job(CheckJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
+                    settings=settings)
+
+
+async def test_given_a_job_bedrock_has_not_listed_past_the_grace_when_checked_then_it_fails_frees_its_slot_and_is_salvaged(
+        store, queues, bedrock, settings):
+    arn = await a_lost_job(store, bedrock, absent_for=dt.timedelta(seconds=settings.absent_job_grace_s + 5))
+
+    await admit_and_check(store, queues, bedrock, settings)
+
+    stored = await stored_job(store)
+    assert (stored.status, stored.bedrock_status) == ("FAILED", "NotListed")
+    assert "has not listed job" in stored.message and "ListModelInvocationJobs" in stored.message
+    assert bedrock.stopped == [arn], "still running there, outside the model's count: stopped"
+    assert stored.name not in await store.slot_holders(HAIKU)
+    assert [type(m) for m in queues.to("postprocess")] == [CollectRun], "collection salvages and retries it"
+
+
+async def test_given_a_job_bedrock_has_not_listed_for_less_than_the_grace_when_checked_then_it_goes_on(
+        store, queues, bedrock, settings):
+    await a_lost_job(store, bedrock, absent_for=dt.timedelta(seconds=settings.absent_job_grace_s - 60))
+
+    await admit_and_check(store, queues, bedrock, settings)
+
+    stored = await stored_job(store)
+    assert (stored.status, stored.absent_since, bedrock.stopped) == ("RUNNING", None, [])
+    assert stored.name in store.absent[HAIKU], "its absence is still being timed"
+
+
+async def test_given_a_job_bedrock_first_misses_when_admission_looks_then_its_absence_starts_being_timed(
+        store, queues, bedrock, settings):
+    await a_lost_job(store, bedrock, absent_for=None)
+    bedrock.active[HAIKU] = bedrock.active[HAIKU][:1]  # Bedrock stops listing it
+
+    await admit_and_check(store, queues, bedrock, settings)
+
+    assert (now() - store.absent[HAIKU][(await stored_job(store)).name]).total_seconds() < 5
+    assert (await stored_job(store)).status == "RUNNING"
+
+
+async def test_given_a_job_bedrock_lists_again_when_admission_looks_then_its_absence_is_forgotten(
+        store, queues, bedrock, settings):
+    await a_lost_job(store, bedrock, absent_for=dt.timedelta(seconds=60))
+    bedrock.active[HAIKU].append((await stored_job(store)).name)
+
+    await admit_and_check(store, queues, bedrock, settings)
+
+    assert store.absent[HAIKU] == {} and (await stored_job(store)).status == "RUNNING"
+
+
+async def test_given_an_absent_job_that_bedrock_says_completed_when_checked_then_it_completes_normally(
+        store, queues, bedrock, settings):
+    await a_lost_job(store, bedrock, absent_for=dt.timedelta(seconds=settings.absent_job_grace_s + 5),
+                     status="Completed")
+
+    await admit_and_check(store, queues, bedrock, settings)
+
+    assert ((await stored_job(store)).status, bedrock.stopped) == ("COMPLETED", [])
 
 
 async def test_given_a_job_bedrock_refused_to_create_when_retries_are_planned_then_it_is_not_retried(store, settings):

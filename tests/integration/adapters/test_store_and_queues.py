@@ -168,3 +168,16 @@ async def test_a_job_written_back_and_admitted_by_an_older_worker_keeps_what_it_
     assert item["scores_attr"] == {"S": "v2"}
     again = await store.get_job(run.run_id, "00000-0")
     assert (again.status, again.model_extra) == ("SUBMITTED", {"scores": {"from": "v2"}})
+
+
+async def test_absent_slot_holders_are_kept_beside_the_holders_and_cleared_without_touching_them(store):
+    import datetime as dt
+
+    model, since = f"model-{new_id()[:8]}", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert await store.acquire_slot(model, "quarry-a", 2)
+
+    await store.mark_absent(model, {"quarry-a": since})
+    assert await store.slot_state(model) == ({"quarry-a"}, {"quarry-a": since})
+
+    await store.mark_absent(model, {})
+    assert await store.slot_state(model) == ({"quarry-a"}, {})
