@@ -6,6 +6,9 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 MALLOC_ARENA_MAX=2
 WORKDIR /app
 
+# WordNet 3.0 for the evaluation's METEOR metric (shared/evaluation/metrics.py), from Debian.
+RUN apt-get update && apt-get install -y --no-install-recommends wordnet-base && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first (pinned in pyproject.toml), so code changes do not reinstall them.
 COPY pyproject.toml README.md ./
 COPY shared/__init__.py shared/__init__.py
