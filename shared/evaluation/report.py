@@ -85,7 +85,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(score=fmt_score, usd=fmt_usd, p=fmt_p, ci=fmt_ci, num=fmt_num, signed=fmt_signed)
+    env.filters.update(short=fmt_short, score=fmt_score, usd=fmt_usd, p=fmt_p, ci=fmt_ci, num=fmt_num, signed=fmt_signed)
     return env
 
 
@@ -93,6 +93,11 @@ def _environment() -> ImmutableSandboxedEnvironment:
 def fmt_score(v: float | None, digits: int = 3) -> str:
     """A score or difference with fixed decimals; an en dash when missing."""
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_short(v: float | None) -> str:
+    """A setting such as the minimum effect, as short as it was written (0.02, not 0.020)."""
+    return "–" if v is None else f"{v:g}"
 
 
 def fmt_signed(v: float | None, digits: int = 3) -> str:
@@ -149,7 +154,7 @@ def _outcome(results: EvaluationResults) -> Outcome:
     if s.outcome == "winner" and s.winner:
         detail = (
             f"It beats every other model on {s.primary_metric} by more than the minimum effect "
-            f"({fmt_score(s.min_effect)}), significant after Holm correction at alpha {s.alpha:g}."
+            f"({fmt_short(s.min_effect)}), significant after Holm correction at alpha {s.alpha:g}."
         )
         if s.runner_up is not None:
             detail = (
@@ -161,7 +166,7 @@ def _outcome(results: EvaluationResults) -> Outcome:
         tied = ", ".join(s.tied) if s.tied else "the compared models"
         detail = (
             f"No model beats every other on {s.primary_metric} by more than the minimum effect "
-            f"({fmt_score(s.min_effect)}) with Holm-corrected significance at alpha {s.alpha:g}. "
+            f"({fmt_short(s.min_effect)}) with Holm-corrected significance at alpha {s.alpha:g}. "
             f"Statistically tied with the best: {tied}."
         )
         if s.recommended:
@@ -212,7 +217,9 @@ def _padded(lo: float, hi: float, pad: float = 0.06) -> tuple[float, float]:
 
 
 _FOREST_WIDTH = 1000
-_FOREST_LEFT = 220  # room for "a − b" labels
+# Room for the "a − b" labels: about 7 px a character at the plots' 12 px font, within bounds.
+_CHAR_PX = 7
+_FOREST_LEFT = (160, 420)
 _FOREST_RIGHT = 250  # room for "Δ [low, high] p"
 _FOREST_ROW = 30
 _FOREST_TOP = 16
@@ -237,7 +244,9 @@ def _forest(metric: str, comparisons: list[Comparison], results: EvaluationResul
     ticks, decimals = nice_ticks(lo, hi)
     lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
     height = _FOREST_TOP + _FOREST_ROW * len(comparisons) + _FOREST_BOTTOM
-    x = Axis(lo, hi, _FOREST_LEFT, _FOREST_WIDTH - _FOREST_RIGHT)
+    label = max(len(c.a) + len(c.b) + 3 for c in comparisons)
+    left = min(max(_FOREST_LEFT[0], _CHAR_PX * label + 24), _FOREST_LEFT[1])
+    x = Axis(lo, hi, left, _FOREST_WIDTH - _FOREST_RIGHT)
     plot_bottom = height - _FOREST_BOTTOM
     rows = []
     for i, c in enumerate(comparisons):
@@ -254,7 +263,7 @@ def _forest(metric: str, comparisons: list[Comparison], results: EvaluationResul
         "primary": metric == results.primary_metric,
         "width": _FOREST_WIDTH,
         "height": height,
-        "left": _FOREST_LEFT,
+        "left": left,
         "right": _FOREST_WIDTH - _FOREST_RIGHT,
         "top": _FOREST_TOP,
         "bottom": plot_bottom,
@@ -270,7 +279,7 @@ def _forest(metric: str, comparisons: list[Comparison], results: EvaluationResul
 _SCATTER_WIDTH = 900
 _SCATTER_HEIGHT = 420
 _SCATTER_LEFT = 80
-_SCATTER_RIGHT = 190  # room for the labels of the rightmost points
+_SCATTER_RIGHT = (120, 400)  # room for the labels of the rightmost points
 _SCATTER_TOP = 20
 _SCATTER_BOTTOM = 56
 
@@ -299,7 +308,9 @@ def _scatter(results: EvaluationResults, colours: dict[str, str]) -> dict[str, A
     y_ticks, y_dec = nice_ticks(y_lo, y_hi)
     x_lo, x_hi = min(x_lo, x_ticks[0]), max(x_hi, x_ticks[-1])
     y_lo, y_hi = min(y_lo, y_ticks[0]), max(y_hi, y_ticks[-1])
-    x = Axis(x_lo, x_hi, _SCATTER_LEFT, _SCATTER_WIDTH - _SCATTER_RIGHT)
+    label = max(len(p.model) for p, _ in points)
+    right = _SCATTER_WIDTH - min(max(_SCATTER_RIGHT[0], _CHAR_PX * label + 30), _SCATTER_RIGHT[1])
+    x = Axis(x_lo, x_hi, _SCATTER_LEFT, right)
     y = Axis(y_lo, y_hi, _SCATTER_HEIGHT - _SCATTER_BOTTOM, _SCATTER_TOP)
     drawn = [{
         "p": p,
@@ -314,7 +325,7 @@ def _scatter(results: EvaluationResults, colours: dict[str, str]) -> dict[str, A
         "width": _SCATTER_WIDTH,
         "height": _SCATTER_HEIGHT,
         "left": _SCATTER_LEFT,
-        "right": _SCATTER_WIDTH - _SCATTER_RIGHT,
+        "right": right,
         "top": _SCATTER_TOP,
         "bottom": _SCATTER_HEIGHT - _SCATTER_BOTTOM,
         "x_ticks": [{"x": x(t), "label": f"${t:,.{x_dec}f}"} for t in x_ticks],
@@ -399,7 +410,7 @@ def _record_view(
     total = disagreements = 0
     categories: set[str] = set()
     for item in records:
-        row = item if isinstance(item, RecordRow) else RecordRow.model_validate(item)
+        row = item if isinstance(item, RecordRow) else _row_from_mapping(item)
         total += 1
         differs = disagree(row, models, primary)
         disagreements += differs
@@ -435,6 +446,15 @@ def _record_view(
         "capped": total > len(embedded),
         "categories": sorted(categories),
     }
+
+
+def _row_from_mapping(item: Mapping[str, Any]) -> RecordRow:
+    """A RecordRow from a line of records.jsonl or a row of records.parquet, where a model absent
+    from the record is null."""
+    models = item.get("models") or {}
+    if any(answer is None for answer in models.values()):
+        item = {**item, "models": {n: a for n, a in models.items() if a is not None}}
+    return RecordRow.model_validate(item)
 
 
 def _answer(row: RecordRow, name: str, metrics: list[str], chars: int) -> dict[str, Any] | None:

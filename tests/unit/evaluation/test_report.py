@@ -14,7 +14,7 @@ from shared.evaluation.report import (
     render_report,
     spread,
 )
-from shared.evaluation.results import Interval, ModelAnswer, RecordRow, Selection
+from shared.evaluation.results import Interval, ModelAnswer, RecordRow, Selection, records_to_arrow
 from tests.support.evaluation_fixtures import FAILED, MODELS, make_records, make_results
 
 HOSTILE = "<script>alert(1)</script></script><img src=x onerror=alert(2)>"
@@ -190,6 +190,17 @@ def test_records_read_from_jsonl_as_dicts_render_like_rows(results, records):
     as_dicts = [json.loads(r.model_dump_json()) for r in records]
 
     assert embedded(render_report(results, as_dicts)) == embedded(render_report(results, records))
+
+
+def test_rows_read_back_from_parquet_render_like_rows_with_a_missing_model_left_out(results, records):
+    rows = [records[0].model_copy(update={"models": {k: v for k, v in records[0].models.items()
+                                                     if k != "titan-lite"}})] + records[1:5]
+    table = records_to_arrow(rows, [m.name for m in results.models], ["exact_match", "f1"])
+
+    data = embedded(render_report(results, table.to_pylist()))
+
+    assert data == embedded(render_report(results, rows))
+    assert data["records"][0]["a"][data["models"].index("titan-lite")] is None
 
 
 def _row(**answers: ModelAnswer) -> RecordRow:
