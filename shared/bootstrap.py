@@ -14,6 +14,8 @@ from shared.adapters.bedrock import BatchJobs, Runtime
 from shared.adapters.notifications import Notifier, topic_arn
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
+from shared.adapters.registry import Registry
+from shared.adapters.response_cache import ResponseCache
 from shared.adapters.store import RunStore
 from shared.consumer import Consumer
 from shared.logs import configure_logging
@@ -35,12 +37,15 @@ class Ports:
     notifier: Notifier
     objects: SyncObjects
     sqs: Any
+    cache: ResponseCache
+    registry: Registry
 
 
 @contextlib.asynccontextmanager
 async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
     services = ("s3", "sqs", "dynamodb", "events", "sns", "bedrock", "bedrock-runtime")
     async with async_clients(settings, *services) as aws:
+        s3 = sync_client(settings, "s3")
         yield Ports(
             settings=settings,
             store=RunStore(aws["dynamodb"], settings.table),
@@ -49,8 +54,10 @@ async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
             runtime=Runtime(aws["bedrock-runtime"]),
             notifier=Notifier(aws["sns"], aws["events"], bus=settings.bus,
                               topic_arn=settings.topic_arn or await topic_arn(aws["sns"], settings.topic_name)),
-            objects=SyncObjects(sync_client(settings, "s3")),
+            objects=SyncObjects(s3),
             sqs=aws["sqs"],
+            cache=ResponseCache(s3, settings.results_bucket),
+            registry=Registry(aws["dynamodb"], settings.table),
         )
 
 

@@ -15,6 +15,7 @@ from typing import Iterator
 import orjson
 
 from shared.adapters.objects import SyncObjects
+from shared.adapters.response_cache import ResponseCache
 from shared.dataplane.assemble import (
     AssembleSummary, ChunkResults, SourceResults, assemble, merge_results, parse_output_lines, read_output_blocks,
     source_results_of,
@@ -23,6 +24,7 @@ from shared.dataplane.prepare import record_id
 from shared.dataplane.splitter import Chunk, SplitPlan
 from shared.domain import layout
 from shared.domain.bodies import Family, family_of
+from shared.domain.response_cache import response_key
 from shared.domain.runs import Job, Run, job_key
 from shared.settings import Settings
 
@@ -55,7 +57,7 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
     by_chunk: dict[int, list[Job]] = {}
     for job in jobs:
         by_chunk.setdefault(job.index, []).append(job)
-    family = family_of(run.spec.model_id)
+    family = family_of(run.spec.family_model)
     converse = run.spec.invocation == "Converse"
     for index, chunk_jobs in sorted(by_chunk.items()):
         first = next(j for j in chunk_jobs if j.attempt == 0)
@@ -67,6 +69,8 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
             continue  # Bedrock refused to create it (a validation error): the same job would be refused again
         done = {rid for rid, result in parse_output_lines(output_lines(first, objects), family, converse).items()
                 if result.error is None}
+        # Rows answered from the response cache were never sent: nothing of theirs to retry.
+        done |= set(parse_output_lines(objects.lines(layout.cached_uri(settings, run.run_id, index)), family, converse))
         wanted = {record_id(row) for row in range(first.first_row, first.end_row)} - done
         if not wanted:
             continue
@@ -102,7 +106,7 @@ def _retry_job(first: Job, wanted: set[str], *, objects: SyncObjects) -> Job:
 
 def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings) -> tuple[str, AssembleSummary]:
     """Join every input row to its result; write the run's one result file; its URI and counts."""
-    family = family_of(run.spec.model_id)
+    family = family_of(run.spec.family_model)
     converse = run.spec.invocation == "Converse"
     fmt = run.spec.output_format
     result_uri = layout.result_uri(settings, run.run_id, fmt)
@@ -116,7 +120,8 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
             by_chunk.setdefault(job.index, []).append(job)
 
         def results_for_chunk(chunk: Chunk) -> ChunkResults:
-            uris = [output_uri(job) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
+            uris = [layout.cached_uri(settings, run.run_id, chunk.index)]
+            uris += [output_uri(job) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
             uris.append(layout.ondemand_uri(settings, run.run_id, chunk.index))
             rows = chunk.end_row - chunk.first_row
             return merge_results(rows, [_source_results(uri, chunk, objects=objects, family=family, converse=converse)
@@ -153,3 +158,26 @@ def _plan(run: Run, jobs: list[Job]) -> SplitPlan:
 def _ensure(path: Path) -> str:
     Path(path).mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def cache_answers(run: Run, jobs: list[Job], *, objects: SyncObjects, cache: ResponseCache, settings: Settings) -> int:
+    """Store every answer this run paid for (jobs' and on-demand outputs) in the response cache; the
+    number stored. Output lines echo their modelInput, so each pair's key comes from the line itself."""
+    model_id = run.spec.model_id
+    uris = [output_uri(job) for job in jobs]
+    uris += [layout.ondemand_uri(settings, run.run_id, index) for index in sorted({job.index for job in jobs} or {0})]
+
+    def answers() -> Iterator[tuple[str, dict]]:
+        for uri in uris:
+            if uri is None:
+                continue
+            for line in objects.lines(uri):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # a torn line: its row reports no output, and nothing is cached
+                if isinstance(record, dict) and isinstance(record.get("modelOutput"), dict) \
+                        and record.get("error") is None and isinstance(record.get("modelInput"), dict):
+                    yield response_key(model_id, record["modelInput"]), record["modelOutput"]
+
+    return cache.put_many(model_id, answers())

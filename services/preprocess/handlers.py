@@ -4,24 +4,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import orjson
 import structlog
 from pydantic import ValidationError
 
+from services.preprocess.kinds import STARTERS, StartPorts
 from services.preprocess.models import ModelCatalog
-from services.preprocess.staging import Staged, stage_input
+from services.preprocess.outcomes import fail_run
 from shared.adapters.objects import SyncObjects
-from shared.adapters.queues import Outgoing, Queues, deliver
+from shared.adapters.queues import Queues
+from shared.adapters.registry import Registry
+from shared.adapters.response_cache import ResponseCache
 from shared.adapters.store import RunStore
 from shared.adapters.bedrock import Runtime
-from shared.crashpoints import crash_point
-from shared.domain import layout
 from shared.domain.access import input_refusal
+from shared.domain.evaluation import parse_config
 from shared.domain.runs import Run
 from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
-from shared.errors import ConflictError, InvalidRunSpec, PermanentError
-from shared.messages import REQUEST_ID_MAX, BatchRequest, BatchRequested, CollectRun, RunFinished, S3ObjectCreated, StartRun, SubmitJob
-from shared.ondemand import invoke_records
+from shared.errors import InvalidRunSpec, PermanentError
+from shared.messages import (
+    REQUEST_ID_MAX, BatchRequest, BatchRequested, EvaluationRequest, EvaluationRequested, S3ObjectCreated, StartRun,
+)
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.preprocess")
@@ -31,8 +33,13 @@ SIDECAR_SUFFIX = ".spec.json"
 
 
 async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
-                         queues: Queues, runtime: Runtime, settings: Settings, models: ModelCatalog | None = None) -> None:
+                         queues: Queues, runtime: Runtime, settings: Settings, models: ModelCatalog | None = None,
+                         cache: ResponseCache | None = None, registry: Registry | None = None) -> None:
     bucket = event.detail.bucket.name
+    if any(_is_evaluation(key) for key in event.detail.object.candidate_keys()):
+        await _evaluation_dropped(event, objects=objects, store=store, queues=queues, runtime=runtime,
+                                  settings=settings, models=models, cache=cache, registry=registry)
+        return
     candidates = [key for key in event.detail.object.candidate_keys() if _is_input(key)]
     if not candidates:
         log.info("object_ignored", key=event.detail.object.key)
@@ -62,11 +69,13 @@ async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects:
         return
     await start_run(StartRun(run_id=run_id_of(source_key), input_uri=uri, spec=spec, origin="s3",
                              source_key=source_key),
-                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models)
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models,
+                    cache=cache, registry=registry)
 
 
 async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
-                          queues: Queues, runtime: Runtime, settings: Settings, models: ModelCatalog | None = None) -> None:
+                          queues: Queues, runtime: Runtime, settings: Settings, models: ModelCatalog | None = None,
+                          cache: ResponseCache | None = None, registry: Registry | None = None) -> None:
     detail = event.detail
     request_id = _usable_request_id(detail)
     # Only a valid request_id keys the run: a bad one (too long for a key) is answered under the event id.
@@ -95,13 +104,17 @@ async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects:
         return
     await start_run(StartRun(run_id=run_id_of(source_key), input_uri=request.input_uri, spec=spec, origin="event",
                              source_key=source_key, request_id=request_id),
-                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models)
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models,
+                    cache=cache, registry=registry)
 
 
 async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: SyncObjects, runtime: Runtime,
-                    settings: Settings, models: ModelCatalog | None = None) -> None:
-    run_id = await store.create_run(Run(run_id=cmd.run_id, spec=cmd.spec, input_uri=cmd.input_uri,
-                                        origin=cmd.origin, source_key=cmd.source_key, request_id=cmd.request_id))
+                    settings: Settings, models: ModelCatalog | None = None, cache: ResponseCache | None = None,
+                    registry: Registry | None = None) -> None:
+    """Record the run (once per source) and start it as its kind starts (services/preprocess/kinds)."""
+    run_id = await store.create_run(Run(run_id=cmd.run_id, kind=cmd.kind, spec=cmd.spec, evaluation=cmd.evaluation,
+                                        input_uri=cmd.input_uri, origin=cmd.origin, source_key=cmd.source_key,
+                                        request_id=cmd.request_id, parent_run_id=cmd.parent_run_id))
     if run_id != cmd.run_id:
         log.info("duplicate_start_ignored", source_key=cmd.source_key, existing_run_id=run_id)
         return
@@ -109,66 +122,8 @@ async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: 
     if run is None or run.status != "PREPARING":
         return  # a redelivery after the run moved on
     structlog.contextvars.bind_contextvars(run_id=run.run_id)
-    try:
-        # Whoever asked, the deployment decides what is read and which models run.
-        refusal = input_refusal(run.input_uri, inputs_bucket=settings.inputs_bucket, allowed=settings.allowed_inputs)
-        if refusal:
-            raise InvalidRunSpec(refusal)
-        if models is not None:
-            await models.check(run.spec.model_id)
-        staged = await asyncio.to_thread(stage_input, run, objects=objects, settings=settings)
-    except PermanentError as exc:
-        # Every error names the file. The reason can quote the input's structure, never its text:
-        # safe at the default level.
-        reason = str(exc) if run.input_uri in str(exc) else f"{run.input_uri}: {exc}"
-        log.info("run_input_rejected", reason=reason)
-        await _fail(run, reason, store=store, queues=queues)
-        return
-    latest = await store.get_run(run.run_id)
-    if latest is None or latest.terminal:
-        log.info("run_ended_while_staging", status=latest.status if latest else None)  # cancelled meanwhile
-        return
-    if staged.on_demand_records:
-        await _run_on_demand(run, staged, store=store, queues=queues, objects=objects, runtime=runtime, settings=settings)
-    else:
-        await _start_jobs(run, staged, store=store, queues=queues)
-
-
-async def _start_jobs(run: Run, staged: Staged, *, store: RunStore, queues: Queues) -> None:
-    await store.put_new_jobs(staged.jobs)
-    # The run's move and its jobs' SubmitJobs are one write (the outbox): a crash after it leaves
-    # the messages for the watchdog to send, never jobs PENDING for ever.
-    sent = [Outgoing("submit", SubmitJob(run_id=run.run_id, job_key=job.job_key)) for job in staged.jobs]
-    run = await _move_unless_cancelled(run, "RUNNING", store=store, send=sent, total_rows=staged.total_rows,
-                                       jobs_total=len(staged.jobs))
-    crash_point("preprocess.after_jobs_recorded")
-    await deliver(sent, queues=queues, store=store)
-    log.info("run_started", rows=staged.total_rows, jobs=len(staged.jobs))
-
-
-async def _run_on_demand(run: Run, staged: Staged, *, store: RunStore, queues: Queues, objects: SyncObjects,
-                         runtime: Runtime, settings: Settings) -> None:
-    """Fewer rows than a job's minimum: call InvokeModel for each, as a job's output would be."""
-    records = [orjson.loads(line) for line in staged.on_demand_records]
-    lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
-                                 concurrency=settings.on_demand_concurrency)
-    await asyncio.to_thread(objects.put, layout.ondemand_uri(settings, run.run_id, 0), b"".join(lines))
-    sent = [Outgoing("postprocess", CollectRun(run_id=run.run_id))]
-    await _move_unless_cancelled(run, "FINALIZING", store=store, send=sent, total_rows=staged.total_rows,
-                                 on_demand=True, on_demand_records=len(records))
-    await deliver(sent, queues=queues, store=store)
-    log.info("run_ran_on_demand", rows=staged.total_rows)
-
-
-async def _move_unless_cancelled(run: Run, status: str, *, store: RunStore, send: list[Outgoing], **changes) -> Run:
-    try:
-        return await store.move_run(run, status, send=send, **changes)
-    except ConflictError:
-        # Cancelled while preparing: keep CANCELLING; submit cancels the pending jobs.
-        latest = await store.get_run(run.run_id)
-        if latest is None or latest.status != "CANCELLING":
-            raise
-        return await store.update_run(latest, send=send, **changes)
+    await STARTERS[run.kind](run, ports=StartPorts(store=store, queues=queues, objects=objects, runtime=runtime,
+                                                    settings=settings, models=models, cache=cache, registry=registry))
 
 
 def run_id_of(source_key: str) -> str:
@@ -179,21 +134,107 @@ def run_id_of(source_key: str) -> str:
 
 
 async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, store: RunStore, queues: Queues,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, kind: str = "batch") -> None:
     """A start that cannot be a run (bad spec, unknown profile) still becomes a failed run and an email."""
-    run_id = await store.create_run(Run(run_id=run_id_of(source_key), spec=None, input_uri=input_uri, origin=origin,
-                                        source_key=source_key, request_id=request_id))
+    run_id = await store.create_run(Run(run_id=run_id_of(source_key), kind=kind, spec=None, input_uri=input_uri,
+                                        origin=origin, source_key=source_key, request_id=request_id))
     run = await store.get_run(run_id)
     # spec None: only the run this reject made (or a crashed attempt of it), never a run that a
     # valid start of the same source made and is staging now.
-    if run is not None and run.status == "PREPARING" and run.spec is None:
-        await _fail(run, reason, store=store, queues=queues)
+    if run is not None and run.status == "PREPARING" and run.spec is None and run.evaluation is None:
+        await fail_run(run, reason, store=store, queues=queues)
 
 
-async def _fail(run: Run, reason: str, *, store: RunStore, queues: Queues) -> None:
-    sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))]
-    await store.move_run(run, "FAILED", error=reason, send=sent)
-    await deliver(sent, queues=queues, store=store)
+# --- evaluations: a config dropped under evaluations/, or a Quarry Evaluation Requested event ----------
+EVALUATIONS = "evaluations/"
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+_EXPECTED_EVALUATION = ('{"config": {"dataset": {...}, "models": [...]}} or {"config_uri": "s3://bucket/key.yaml"}, '
+                        'with an optional "request_id"')
+
+
+async def _evaluation_dropped(event: S3ObjectCreated, *, objects: SyncObjects, store: RunStore, queues: Queues,
+                              runtime: Runtime, settings: Settings, models: ModelCatalog | None,
+                              cache: ResponseCache | None, registry: Registry | None) -> None:
+    bucket = event.detail.bucket.name
+    candidates = [key for key in event.detail.object.candidate_keys() if _is_evaluation(key)]
+    version = event.detail.object.etag or event.detail.object.size
+    uri = f"s3://{bucket}/{candidates[-1]}"
+    try:
+        key = await asyncio.to_thread(_existing_key, objects, bucket, candidates)
+        if key is None:
+            log.info("object_ignored", key=event.detail.object.key, reason="deleted before it was read")
+            return
+        uri = f"s3://{bucket}/{key}"
+        config = parse_config(await asyncio.to_thread(_read_config, objects, uri), where=f"from {uri}")
+    except PermanentError as exc:
+        reason = str(exc) if uri in str(exc) else f"{uri}: {exc}"
+        await reject(uri, f"{uri}#{version}", "s3", reason, store=store, queues=queues, kind="evaluate")
+        return
+    source_key = f"{uri}#{version}"
+    await start_run(StartRun(run_id=run_id_of(source_key), kind="evaluate", evaluation=config,
+                             input_uri=config.dataset.uri, origin="s3", source_key=source_key),
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models,
+                    cache=cache, registry=registry)
+
+
+async def evaluation_requested(event: EvaluationRequested, *, objects: SyncObjects, store: RunStore, queues: Queues,
+                               runtime: Runtime, settings: Settings, models: ModelCatalog | None = None,
+                               cache: ResponseCache | None = None, registry: Registry | None = None) -> None:
+    """Start the evaluation an event asks for; idempotent by request_id, and always answered."""
+    detail = event.detail
+    request_id = _usable_request_id(detail)
+    source_key = f"event:{request_id or event.id}"
+    answer_id = request_id or _echo_request_id(detail)
+    where = f"the Quarry Evaluation Requested event {event.id} from {event.source}"
+    try:
+        if not isinstance(detail, dict):
+            raise InvalidRunSpec(f"{where} has a detail that is a JSON {type(detail).__name__}, not an object. "
+                                 f"Expected detail {_EXPECTED_EVALUATION}")
+        try:
+            request = EvaluationRequest.model_validate(detail)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'detail'}: {e['msg']}" for e in exc.errors())
+            raise InvalidRunSpec(f"{where} has the wrong schema: {problems}. Expected detail "
+                                 f"{_EXPECTED_EVALUATION}") from None
+        if (request.config is None) == (request.config_uri is None):
+            raise InvalidRunSpec(f"{where} must give exactly one of config (inline) and config_uri")
+        if request.config_uri is not None:
+            refusal = input_refusal(request.config_uri, inputs_bucket=settings.inputs_bucket,
+                                    allowed=settings.allowed_inputs)
+            if refusal:
+                raise InvalidRunSpec(f"config_uri: {refusal}")
+            raw = await asyncio.to_thread(_read_config, objects, request.config_uri)
+            config = parse_config(raw, where=f"from {request.config_uri} ({where})")
+        else:
+            config = parse_config(request.config, where=f"in {where}")
+    except PermanentError as exc:
+        input_uri = str(detail.get("config_uri") or "(inline config)") if isinstance(detail, dict) else "(no config)"
+        await reject(input_uri[:2048], source_key, "event", str(exc), store=store, queues=queues,
+                     request_id=answer_id, kind="evaluate")
+        return
+    earlier = await store.get_run(run_id_of(source_key))
+    if earlier is not None and earlier.evaluation != config:
+        await reject(config.dataset.uri, f"{source_key}#reused:{event.id}", "event",
+                     f"{where}: request_id {request_id!r} was already used by run {earlier.run_id} for another "
+                     "request; give each different request its own request_id",
+                     store=store, queues=queues, request_id=request_id, kind="evaluate")
+        return
+    await start_run(StartRun(run_id=run_id_of(source_key), kind="evaluate", evaluation=config,
+                             input_uri=config.dataset.uri, origin="event", source_key=source_key,
+                             request_id=request_id),
+                    store=store, queues=queues, objects=objects, runtime=runtime, settings=settings, models=models,
+                    cache=cache, registry=registry)
+
+
+def _is_evaluation(key: str) -> bool:
+    return key.startswith(EVALUATIONS) and key.lower().endswith(_CONFIG_SUFFIXES)
+
+
+def _read_config(objects: SyncObjects, uri: str) -> bytes:
+    raw = objects.read_small(uri)
+    if raw is None:
+        raise InvalidRunSpec(f"{uri} does not exist")
+    return raw
 
 
 _EXPECTED = '{"input_uri": "s3://bucket/key", "profile": "...", "spec": {...}, "request_id": "..."}'

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.preprocess.handlers import batch_requested, object_created, start_run
+from services.preprocess.handlers import batch_requested, evaluation_requested, object_created, start_run
 from services.preprocess.models import ModelCatalog
 from shared.bootstrap import Ports, by_type, run_worker
 from shared.domain.spec import Profiles
-from shared.messages import PREPROCESS_INBOX, BatchRequested, S3ObjectCreated, StartRun
+from shared.messages import PREPROCESS_INBOX, BatchRequested, EvaluationRequested, S3ObjectCreated, StartRun
 
 
 def wire(p: Ports):
     profiles = Profiles.load(p.settings.profiles_path)
     models = ModelCatalog(p.batch_jobs, allowed=p.settings.allowed_models)
     common = dict(store=p.store, queues=p.queues, objects=p.objects, runtime=p.runtime, settings=p.settings,
-                  models=models)
+                  models=models, cache=p.cache, registry=p.registry)
     return by_type({
         StartRun: partial(start_run, **common),
         S3ObjectCreated: partial(object_created, profiles=profiles, **common),
         BatchRequested: partial(batch_requested, profiles=profiles, **common),
+        EvaluationRequested: partial(evaluation_requested, **common),
     })
 
 

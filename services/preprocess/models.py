@@ -20,6 +20,8 @@ CACHE_S = 600
 class FoundationModels(Protocol):
     async def foundation_model_ids(self) -> set[str]: ...
 
+    async def base_model(self, model_id: str) -> str: ...
+
 
 class ModelCatalog:
     """Checks model ids against the allowed globs and Bedrock's foundation models (cached)."""
@@ -48,6 +50,10 @@ class ModelCatalog:
                 f"model {model_id!r} is not one Bedrock serves in this region"
                 + (f"; models of that provider it serves: {', '.join(similar)}" if similar else "")
                 + ". Check the model id (ListFoundationModels shows them) and that model access is granted")
+
+    async def base_model(self, model_id: str) -> str:
+        """The foundation model a custom, provisioned or deployed model ARN is built on (from Bedrock)."""
+        return await self._bedrock.base_model(model_id)
 
     async def _served(self) -> set[str]:
         async with self._lock:

@@ -1,7 +1,9 @@
 """Staging a run's input: stream it from S3 through the data plane, upload the chunks and rows.
 
 Runs in a worker thread (the data plane is CPU-bound and blocking); the input is read with one
-streaming GET and never held in memory; the local spool is removed once uploaded.
+streaming GET and never held in memory; the local spool is removed once uploaded. With the response cache on (spec.cache reuse), records
+already answered are taken out before the jobs are planned: their answers go to cached/, the
+rest to jobs (or on demand, when too few are left).
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.adapters.objects import SyncObjects
+from shared.adapters.response_cache import ResponseCache
+from shared.dataplane.cached_records import cached_byte_range, rows_of_chunks, split_cached
 from shared.dataplane.prepare import PrepareLimits, PrepareSpec, Prepared, prepare
+from shared.dataplane.splitter import plan_chunks
 from shared.domain import layout
+from shared.domain.spec import batch_capable
 from shared.domain.runs import Job, Run, job_key
 from shared.settings import Settings
 
@@ -22,39 +28,73 @@ class Staged:
     total_rows: int
     jobs: list[Job]
     on_demand_records: list[bytes]  # the JSONL records, when the input is below a job's minimum
+    cached_records: int = 0  # rows answered from the response cache (their answers are in cached/)
 
 
-def stage_input(run: Run, *, objects: SyncObjects, settings: Settings) -> Staged:
+def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: ResponseCache | None = None) -> Staged:
     assert run.spec is not None
     # Per attempt: two deliveries of the same start may stage at once; each writes its own spool.
     workdir = Path(settings.workdir) / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     try:
         prepared = _prepare(run, objects=objects, settings=settings, workdir=workdir)
         objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))
-        if prepared.plan.on_demand:
-            return Staged(prepared.total_rows, [], prepared.spool_path.read_bytes().splitlines())
+        spool, plan, split = prepared.spool_path, prepared.plan, None
+        if cache is not None and run.spec.cache == "reuse":
+            model_id = run.spec.model_id
+            split = split_cached(prepared.spool_path, model_id=model_id, known=cache.known(model_id),
+                                 fetch=lambda keys: cache.get_many(model_id, keys), workdir=workdir)
+            if split.cached_count:
+                spool = split.spool
+                plan = plan_chunks(split.sizes, **_split_limits(run, settings))
+            else:
+                split = None
+        cached = split.cached_count if split is not None else 0
+        if plan.on_demand:
+            if split is not None:
+                objects.upload_file(str(split.cached), layout.cached_uri(settings, run.run_id, 0))
+            return Staged(prepared.total_rows, [], spool.read_bytes().splitlines(), cached)
+        chunks = plan.chunks if split is None else rows_of_chunks(plan, split, prepared.total_rows)
         jobs = []
-        for chunk in prepared.plan.chunks:
+        for chunk in chunks:
             uri = layout.chunk_uri(settings, run.run_id, chunk.index)
-            objects.upload_range(str(prepared.spool_path), chunk.byte_offset, chunk.byte_length, uri)
+            objects.upload_range(str(spool), chunk.byte_offset, chunk.byte_length, uri)
+            if split is not None:
+                offset, length = cached_byte_range(split, chunk.first_row, chunk.end_row)
+                if length:
+                    objects.upload_range(str(split.cached), offset, length,
+                                         layout.cached_uri(settings, run.run_id, chunk.index))
             jobs.append(Job(run_id=run.run_id, job_key=job_key(chunk.index, 0), index=chunk.index,
                             model_id=run.spec.model_id, chunk_uri=uri, output_uri=layout.output_prefix(settings, run.run_id),
                             records=chunk.records, bytes=chunk.bytes, first_row=chunk.first_row,
                             end_row=chunk.end_row))
-        return Staged(prepared.total_rows, jobs, [])
+        return Staged(prepared.total_rows, jobs, [], cached)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _split_limits(run: Run, settings: Settings) -> dict[str, int]:
+    """The splitter's limits: Bedrock's quotas, or none at all (everything on demand) for a model
+    Bedrock runs no batch jobs for (provisioned throughput, custom model deployments)."""
+    if not batch_capable(run.spec.model_id):
+        return {"min_records": _NEVER, "max_records": _NEVER, "max_bytes": settings.max_bytes_per_file}
+    return {"min_records": settings.min_records_per_job, "max_records": settings.max_records_per_job,
+            "max_bytes": settings.max_bytes_per_file}
+
+
+# More records than any input holds: the splitter then plans no job, only on-demand calls.
+_NEVER = 1 << 62
+
+
 def _prepare(run: Run, *, objects: SyncObjects, settings: Settings, workdir: Path) -> Prepared:
     spec = run.spec
+    limits = _split_limits(run, settings)
     stream = objects.open(run.input_uri)
     try:
         return prepare(
             stream, name=run.input_uri,
-            spec=PrepareSpec(model_id=spec.model_id, template=spec.template, system=spec.system, params=spec.params,
+            spec=PrepareSpec(model_id=spec.family_model, template=spec.template, system=spec.system, params=spec.params,
                              converse=spec.invocation == "Converse"),
-            limits=PrepareLimits(min_records=settings.min_records_per_job, max_records=settings.max_records_per_job,
+            limits=PrepareLimits(min_records=limits["min_records"], max_records=limits["max_records"],
                                  max_file_bytes=settings.max_bytes_per_file, max_record_bytes=settings.max_record_bytes),
             workdir=workdir,
         )

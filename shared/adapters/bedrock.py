@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from shared.adapters.aws import translate
 from shared.domain.runs import Job
+from shared.errors import PermanentError
 
 # Bedrock statuses that count against the per-model quota of submitted + in-progress jobs.
 ACTIVE_STATUSES = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
@@ -78,6 +79,26 @@ class BatchJobs:
         except ClientError as exc:
             raise translate(exc, "listing Bedrock's foundation models") from exc
         return {model["modelId"] for model in response.get("modelSummaries", [])}
+
+    async def base_model(self, model_id: str) -> str:
+        """The foundation model id a custom model, provisioned throughput or custom model deployment
+        ARN is built on; PermanentError naming the ARN when Bedrock does not know it."""
+        kind = model_id.split(":", 5)[-1].partition("/")[0] if model_id.startswith("arn:") else ""
+        try:
+            if kind == "provisioned-model":
+                pt = await self._bedrock.get_provisioned_model_throughput(provisionedModelId=model_id)
+                return pt["foundationModelArn"].rsplit("/", 1)[-1]
+            if kind == "custom-model-deployment":
+                deployment = await self._bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=model_id)
+                return await self.base_model(deployment["modelArn"])
+            if kind == "custom-model":
+                model = await self._bedrock.get_custom_model(modelIdentifier=model_id)
+                return model["baseModelArn"].rsplit("/", 1)[-1]
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                raise PermanentError(f"model {model_id!r}: Bedrock does not know it (404)") from exc
+            raise translate(exc, f"reading model {model_id}") from exc
+        return model_id
 
     async def active_job_names(self, model_id: str) -> list[str]:
         """Names of the model's submitted and in-progress jobs, Quarry's or not."""

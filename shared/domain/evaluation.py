@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from shared.domain.bodies import InferenceParams, family_of
 from shared.domain.evolving import STRICT, Evolving
-from shared.domain.spec import RunSpec
+from shared.domain.spec import RunSpec, is_custom_arn
 from shared.errors import InvalidRunSpec
 
 CHAMPION_PREFIX = "champion@"
@@ -88,6 +88,8 @@ class ModelConfig(_Strict):
             if not _NAME.match(model_id.removeprefix(CHAMPION_PREFIX)):
                 raise ValueError("champion@<group> needs a registry group name after the @")
             return model_id
+        if is_custom_arn(model_id):
+            return model_id  # its base model (and so its family) is read from Bedrock when the run starts
         family_of(model_id)  # an unknown family is refused with the supported ones listed
         return model_id
 
@@ -268,33 +270,9 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(out)
 
 
-def child_spec(config: EvaluationConfig, model: ModelConfig, *, model_id: str) -> RunSpec:
+def child_spec(config: EvaluationConfig, model: ModelConfig, *, model_id: str, base_model_id: str | None = None) -> RunSpec:
     """The batch spec of one model's child run over the staged dataset (its `input` column)."""
     return RunSpec(model_id=model_id, template=model.template or "{{ input }}", system=model.system or config.system,
                    params=config.params_for(model), output_format="parquet",
-                   name=f"{config.name or 'evaluation'}/{model.name}"[:100], cache=config.cache_for(model))
-
-
-def batch_capable(model_id: str) -> bool:
-    """Whether Bedrock runs batch jobs for the model: not for provisioned models or custom model
-    deployments (those pairs go through InvokeModel)."""
-    return ":provisioned-model/" not in model_id and ":custom-model-deployment/" not in model_id
-
-
-def quick_config(*, dataset: str, models: list[str], metrics: list[str] | None, name: str | None = None,
-                 registry: str | None = None) -> dict[str, Any]:
-    """The config of `quarry evaluate --dataset FILE --model ID ...`: each model named after its id."""
-    seen: dict[str, int] = {}
-    entries = []
-    for model_id in models:
-        base = re.sub(r"[^A-Za-z0-9_.-]", "-", model_id.rsplit("/", 1)[-1])[:56].strip("-.") or "model"
-        seen[base] = seen.get(base, 0) + 1
-        entries.append({"name": base if seen[base] == 1 else f"{base}-{seen[base]}", "model_id": model_id})
-    config: dict[str, Any] = {"dataset": {"uri": dataset}, "models": entries, "params": {"temperature": 0}}
-    if metrics:
-        config["metrics"] = metrics
-    if name:
-        config["name"] = name
-    if registry:
-        config["registry"] = registry
-    return config
+                   name=f"{config.name or 'evaluation'}/{model.name}"[:100], cache=config.cache_for(model),
+                   base_model_id=base_model_id if base_model_id != model_id else None)

@@ -4,7 +4,11 @@
     s3://<work>/runs/<run>/input/chunk-<i>[-retry].jsonl     each job's input file
     s3://<work>/runs/<run>/output/<bedrock job id>/...       Bedrock's output (its own layout)
     s3://<work>/runs/<run>/ondemand/chunk-<i>.jsonl          on-demand results, as Bedrock writes them
+    s3://<work>/runs/<run>/cached/chunk-<i>.jsonl            answers from the response cache, the same shape
+    s3://<work>/runs/<run>/dataset.jsonl                     an evaluation's records, as its children read them
     s3://<results>/runs/<run>/results.<fmt>, summary.json    what the user gets
+    s3://<results>/runs/<run>/evaluation/...                  an evaluation's records, results.json, report.html
+    s3://<results>/cache/<model>/<pair>.json                  the response cache, shared by every run
 Chunk file names keep to Bedrock's s3Uri pattern, whatever the input's key looks like.
 """
 from __future__ import annotations
@@ -34,3 +38,15 @@ def ondemand_uri(settings: Settings, run_id: str, index: int) -> str:
 
 def result_uri(settings: Settings, run_id: str, fmt: str) -> str:
     return f"s3://{settings.results_bucket}/runs/{run_id}/results.{fmt}"
+
+
+def cached_uri(settings: Settings, run_id: str, index: int) -> str:
+    return f"{run_prefix(settings, run_id)}/cached/chunk-{index:05d}.jsonl"
+
+
+def dataset_uri(settings: Settings, run_id: str) -> str:
+    return f"{run_prefix(settings, run_id)}/dataset.jsonl"
+
+
+def evaluation_prefix(settings: Settings, run_id: str) -> str:
+    return f"s3://{settings.results_bucket}/runs/{run_id}/evaluation"

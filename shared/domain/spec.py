@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.domain.bodies import InferenceParams, family_of
 from shared.domain.evolving import STRICT, Evolving
@@ -33,12 +33,30 @@ class RunSpec(Evolving):
     # The response cache (shared/adapters/response_cache.py): reuse answers already paid for and
     # store new ones, refresh (store only), or off.
     cache: Literal["reuse", "refresh", "off"] = "off"
+    # The foundation model a custom, provisioned or deployed model is built on (its ARN does not
+    # say): its family picks the body format. Found from Bedrock by whoever starts the run.
+    base_model_id: str | None = None
 
     @field_validator("model_id")
     @classmethod
     def _known_family(cls, model_id: str) -> str:
-        family_of(model_id)  # raises with the supported families listed
+        if not is_custom_arn(model_id):
+            family_of(model_id)  # raises with the supported families listed
         return model_id
+
+    @model_validator(mode="after")
+    def _known_base_family(self) -> "RunSpec":
+        if self.base_model_id is not None:
+            family_of(self.base_model_id)
+        elif is_custom_arn(self.model_id):
+            raise ValueError(f"model_id {self.model_id!r} is a custom, provisioned or deployed model: give "
+                             "base_model_id, the foundation model it is built on, so Quarry knows its body format")
+        return self
+
+    @property
+    def family_model(self) -> str:
+        """The model id whose family the bodies follow."""
+        return self.base_model_id or self.model_id
 
     @field_validator("recipients")
     @classmethod
@@ -47,6 +65,18 @@ class RunSpec(Evolving):
         if bad:
             raise ValueError(f"not an email address: {', '.join(bad)}")
         return recipients
+
+
+def is_custom_arn(model_id: str) -> bool:
+    """A custom model, provisioned throughput or custom model deployment ARN (no family in its name)."""
+    return model_id.startswith("arn:") and any(
+        f":{kind}/" in model_id for kind in ("custom-model", "provisioned-model", "custom-model-deployment"))
+
+
+def batch_capable(model_id: str) -> bool:
+    """Whether Bedrock runs batch jobs for the model: not for provisioned models or custom model
+    deployments ("Batch inference isn't supported for provisioned models"): those go on demand."""
+    return ":provisioned-model/" not in model_id and ":custom-model-deployment/" not in model_id
 
 
 class SpecOverrides(BaseModel):

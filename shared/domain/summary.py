@@ -5,7 +5,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from shared.domain.bodies import family_of
+from shared.domain.bodies import UnsupportedModelError, family_of
 
 # On-demand USD per 1,000 input / output tokens (us-east-1 list prices); batch is half of these.
 # Estimates only: a family's cheapest common model stands for the family where ids differ.
@@ -31,7 +31,10 @@ BATCH_DISCOUNT = 0.5
 
 def batch_cost_usd(model_id: str, input_tokens: int, output_tokens: int) -> float | None:
     """Estimated cost at batch prices, or None for a model without a known price."""
-    family_of(model_id)
+    try:
+        family_of(model_id)
+    except UnsupportedModelError:
+        return None  # a provisioned or custom model: billed by the hour, not by the token
     bare = model_id.rsplit("/", 1)[-1]
     bare = bare.split(".", 1)[1] if bare.split(".", 1)[0] in ("us", "eu", "apac", "global") else bare
     for prefix, (price_in, price_out) in _ON_DEMAND_PER_1K.items():
