@@ -25,6 +25,7 @@ if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 COMPARED = list(MODELS)
@@ -39,6 +40,8 @@ def browser(tmp_path_factory):
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                # A container's small /dev/shm would crash the renderer.
+                "--disable-dev-shm-usage",
                 "--window-size=1280,1000", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -131,6 +134,7 @@ def test_selecting_a_record_shows_every_model_output_side_by_side(report, record
 
     detail = report.find_element(By.CSS_SELECTOR, "#records-body tr.detail")
     assert row.get_attribute("aria-expanded") == "true"
+    assert row.find_element(By.CSS_SELECTOR, "button.toggle").get_attribute("aria-expanded") == "true"
     assert record.input in detail.find_element(By.CSS_SELECTOR, "pre.input").text
     cards = detail.find_elements(By.CSS_SELECTOR, ".answer")
     assert [c.get_attribute("data-model") for c in cards] == COMPARED
@@ -194,3 +198,13 @@ def test_a_continuous_primary_metric_filters_by_the_size_of_the_disagreement(bro
 
     assert count.get_attribute("data-count") == str(expected(0.6))
     assert expected(0.6) < expected(0.0)
+
+
+def test_a_record_opens_from_the_keyboard(report):
+    button = report.find_element(By.CSS_SELECTOR, "#records-body tr.record button.toggle")
+    button.send_keys(Keys.ENTER)
+
+    assert button.get_attribute("aria-expanded") == "true"
+    assert len(report.find_elements(By.CSS_SELECTOR, "#records-body tr.detail .answer")) == len(COMPARED)
+    button.send_keys(Keys.ENTER)
+    assert report.find_elements(By.CSS_SELECTOR, "#records-body tr.detail") == []

@@ -58,6 +58,7 @@
     var first = el("td", "num");
     var toggle = el("button", "toggle", "#" + r.i);
     toggle.type = "button";
+    toggle.setAttribute("aria-expanded", "false");
     toggle.setAttribute("aria-label", "Show record " + r.i + " side by side");
     first.appendChild(toggle);
     tr.appendChild(first);
@@ -135,6 +136,7 @@
       tr.after(detailRow(r));
     }
     tr.setAttribute("aria-expanded", open ? "false" : "true");
+    tr.querySelector("button.toggle").setAttribute("aria-expanded", open ? "false" : "true");
   }
 
   function renderPage() {
