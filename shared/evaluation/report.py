@@ -293,10 +293,10 @@ def _scatter(results: EvaluationResults, colours: dict[str, str]) -> dict[str, A
             unplotted.append(p)
             continue
         try:
-            ci = results.model(p.model).metrics.get(results.primary_metric)
+            summary = results.model(p.model).metrics.get(results.primary_metric)
         except KeyError:
-            ci = None
-        points.append((p, ci.ci if ci else Interval()))
+            summary = None
+        points.append((p, summary.ci if summary else Interval()))
     if not points:
         return {"points": [], "unplotted": unplotted, "front": []}
     xs = [p.cost_usd for p, _ in points]
