@@ -41,6 +41,11 @@ class ModelAnswer(_Frozen):
     # Token counts Bedrock reported for this pair; None when it did not say (or generation failed).
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # True when the pair went on demand (InvokeModel) rather than through a batch job: it is priced
+    # at on-demand rates.
+    on_demand: bool = False
+    # classification_accuracy's predicted label (the first valid label in the output, else "unknown").
+    label: str | None = None
     # Metric name -> score for this record; None when missing (failed generation, or a metric
     # that could not be computed, e.g. a record without a reference).
     scores: dict[str, float | None] = Field(default_factory=dict)
@@ -78,6 +83,8 @@ def record_schema(model_names: list[str], metric_names: list[str]) -> pa.Schema:
         pa.field("from_cache", pa.bool_()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
+        pa.field("on_demand", pa.bool_()),
+        pa.field("label", pa.string()),
         pa.field("scores", scores),
     ])
     return pa.schema([
@@ -268,7 +275,8 @@ class Selection(_Frozen):
     # The model that beat each other candidate by more than min_effect, significantly (Holm);
     # None unless outcome is "winner".
     winner: str | None = None
-    # The winner's smallest lead: against the runner-up (the other model closest to it).
+    # The leader's (the winner's, or the best mean's when there is none) smallest lead: its
+    # difference to the runner-up (the other model closest to it), with the paired interval.
     runner_up: str | None = None
     margin: float | None = None
     margin_ci: Interval = Interval()
@@ -278,6 +286,8 @@ class Selection(_Frozen):
     tied: list[str] = Field(default_factory=list)
     # Models left out of the comparison because they failed.
     failed: list[str] = Field(default_factory=list)
+    # Models compared but left out of the choice, with why (over max_cost_usd or max_latency_ms).
+    excluded: dict[str, str] = Field(default_factory=dict)
     # The decision in words, for the report and the email.
     reason: str
 
