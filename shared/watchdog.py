@@ -92,7 +92,13 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
         done.failed[run.run_id] = error
         return
     jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
-    stall = diagnose(run, jobs, at=now(), stall_after_s=settings.stall_after_s)
+    children_done = None
+    if run.kind == "evaluate" and run.status == "RUNNING":
+        # An evaluation has no jobs of its own: its children (watched as runs themselves) may run
+        # for hours. It is stalled only if every child has settled and it was never collected.
+        children = [await store.get_run(child_id) for child_id in run.children.values()]
+        children_done = all(child is not None and child.settled for child in children)
+    stall = diagnose(run, jobs, at=now(), stall_after_s=settings.stall_after_s, children_done=children_done)
     if stall is None:
         if run.stalled is not None:
             await store.update_run(run, stalled=None)
@@ -116,7 +122,8 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
     done.redriven[run.run_id] = why
 
 
-def diagnose(run: Run, jobs: list[Job], *, at: dt.datetime, stall_after_s: int) -> tuple[str, list[Outgoing]] | None:
+def diagnose(run: Run, jobs: list[Job], *, at: dt.datetime, stall_after_s: int,
+             children_done: bool | None = None) -> tuple[str, list[Outgoing]] | None:
     """Why the run is stalled and the messages that re-drive it; None if it is moving."""
     def quiet(item: Run | Job, factor: int = 1) -> bool:
         return (at - item.updated_at).total_seconds() > stall_after_s * factor
@@ -128,10 +135,17 @@ def diagnose(run: Run, jobs: list[Job], *, at: dt.datetime, stall_after_s: int) 
         return None
     if run.status == "PREPARING":
         # Staging a large input writes nothing for minutes: give it longer before a second try.
-        if quiet(run, 3) and run.spec is not None:
+        if quiet(run, 3) and (run.spec is not None or run.evaluation is not None):
             return ("preprocess never finished preparing it",
                     [Outgoing("preprocess", StartRun(run_id=run.run_id, input_uri=run.input_uri, spec=run.spec,
-                                                     origin=run.origin, source_key=run.source_key))])
+                                                     origin=run.origin, source_key=run.source_key, kind=run.kind,
+                                                     evaluation=run.evaluation, parent_run_id=run.parent_run_id,
+                                                     request_id=run.request_id))])
+        return None
+    if children_done is not None:
+        if children_done and quiet(run):
+            return ("its models' runs ended but it was never collected",
+                    [Outgoing("postprocess", CollectRun(run_id=run.run_id))])
         return None
     if run.status == "FINALIZING":
         if quiet(run):

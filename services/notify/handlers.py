@@ -6,11 +6,13 @@ import uuid
 import structlog
 
 from shared.adapters.notifications import Notifier
+from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
+from services.notify.evaluation_email import evaluation_email
 from shared.domain.runs import Run, now
 from shared.crashpoints import crash_point
 from shared.errors import PermanentError, RetryableError
-from shared.messages import RunFinished
+from shared.messages import CollectRun, RunFinished
 
 log = structlog.get_logger("quarry.notify")
 
@@ -27,23 +29,32 @@ _HEADLINES = {
 }
 
 
-async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifier) -> None:
+async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifier, queues: Queues | None = None) -> None:
     run = await store.get_run(event.run_id)
     if run is None:
         raise PermanentError(f"no run {event.run_id}")
     if run.notified_at is not None:
         return  # a redelivery: the email went out already
+    if run.parent_run_id is not None and queues is not None:
+        # A model's child run of an evaluation: no email of its own. Its parent is told, in the
+        # same write that settles the child, and emails once when its last child has ended.
+        sent = [Outgoing("postprocess", CollectRun(run_id=run.parent_run_id))]
+        await store.update_run(run, notified_at=now(), send=sent)
+        await deliver(sent, queues=queues, store=store)
+        log.info("child_reported_to_parent", parent_run_id=run.parent_run_id, outcome=event.outcome)
+        return
     notification_id = uuid.uuid5(uuid.NAMESPACE_URL, f"quarry:{run.run_id}:{event.outcome}").hex
     if run.emailed_at is None:
         run = await _claim(run, notification_id, store=store)
-        subject, body = email(run, event.outcome)
+        subject, body = (evaluation_email if run.kind == "evaluate" else email)(run, event.outcome)
         # The id also ends the body: mail filters (and the local sink, since moto's HTTP delivery
         # drops message attributes) can drop a copy a crash-and-retry sends.
         body += f"\n\n{NOTIFICATION_ID_LINE}{notification_id}"
         await notifier.email(subject, body, notification_id=notification_id)
         crash_point("notify.after_email_sent")
         run = await store.update_run(run, emailed_at=now())
-    detail_type = "Quarry Run Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else "Quarry Run Failed"
+    what = "Evaluation" if run.kind == "evaluate" else "Run"
+    detail_type = f"Quarry {what} Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else f"Quarry {what} Failed"
     await notifier.event(detail_type, {"run_id": run.run_id, "outcome": event.outcome, "input_uri": run.input_uri,
                                        "result_uri": run.result_uri, "summary": run.summary, "error": run.error,
                                        "notification_id": notification_id, "request_id": run.request_id})

@@ -9,7 +9,7 @@ from shared.messages import NOTIFY_INBOX, RunFinished
 
 
 def wire(p: Ports):
-    return by_type({RunFinished: partial(run_finished, store=p.store, notifier=p.notifier)})
+    return by_type({RunFinished: partial(run_finished, store=p.store, notifier=p.notifier, queues=p.queues)})
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from shared.messages import POSTPROCESS_INBOX, CollectRun
 
 def wire(p: Ports):
     return by_type({CollectRun: partial(collect_run, store=p.store, queues=p.queues, objects=p.objects,
-                                        runtime=p.runtime, settings=p.settings)})
+                                        runtime=p.runtime, settings=p.settings, cache=p.cache,
+                                        registry=p.registry)})
 
 
 def main() -> None:

@@ -23,14 +23,6 @@ from shared.errors import InvalidRunSpec
 CHAMPION_PREFIX = "champion@"
 DEFAULT_DELIMITER = "<OR>"
 CacheMode = Literal["reuse", "refresh", "off"]
-# The task presets: sensible default metrics when the config names none.
-PRESETS: dict[str, list[str]] = {
-    "qa": ["factual_knowledge", "quasi_exact_match", "f1"],
-    "summarization": ["rouge1", "rouge2", "rougeL", "meteor"],
-    "classification": ["classification_accuracy"],
-    "generation": ["rougeL", "bleu", "vocabulary_richness"],
-}
-# The primary metric when the config names none: the preset's first.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -200,7 +192,9 @@ class EvaluationConfig(_Strict):
     def metric_names(self) -> list[str]:
         if self.metrics:
             return list(dict.fromkeys(self.metrics))
-        return list(PRESETS[self.task or "qa"])
+        from shared.evaluation import metrics  # noqa: PLC0415 - the task presets are the scoring library's
+
+        return list(metrics.PRESETS[self.task or "qa"])
 
     @property
     def primary_metric(self) -> str:
@@ -231,11 +225,11 @@ def _params(params: dict[str, Any], where: str) -> None:
 
 
 def metric_catalogue() -> set[str]:
-    """The metric names the scoring library computes (shared/evaluation), plus semantic_similarity
-    (embeddings from Bedrock, computed by the evaluate kind)."""
+    """The metric names the scoring library knows (shared/evaluation/metrics.py; semantic_similarity's
+    embeddings come from Bedrock, through the evaluate kind)."""
     from shared.evaluation import metrics  # noqa: PLC0415 - the scoring library is heavy; load it when needed
 
-    return set(metrics.catalogue_names()) | {"semantic_similarity"}
+    return set(metrics.catalogue_names())
 
 
 def parse_config(raw: bytes | str | dict[str, Any], *, where: str) -> EvaluationConfig:
