@@ -3,9 +3,15 @@
 `up` and `down` are idempotent. The stack keeps its pids, logs and mail under one home folder
 (.local/stack by default, QUARRY_LOCAL_HOME to move it), and its ports are settings so a test
 can run a second stack beside a developer's.
+
+The QUARRY_* and LOCAL_BEDROCK_* settings the stack started its workers and the local Bedrock with
+are recorded in its home (settings.json). A worker started again while the stack runs (a later
+`quarry local up` from another shell, `restart_worker`) gets those same settings, never the
+current shell's, and `up` warns when the shell's differ: a stack never runs with two sets of limits.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import boto3
 from botocore.config import Config
@@ -23,6 +30,8 @@ from infra.processes import ROOT, Server, spawn, start_local_bedrock, start_moto
 
 WORKERS = ("preprocess", "submit", "poll", "postprocess", "notify")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+# Where the settings the stack's processes were started with are kept, in its home.
+SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -68,9 +77,14 @@ class LocalStack:
 
     # --- up / down / status ----------------------------------------------------------------------------
     def up(self, say=print) -> None:
-        """Start whatever is not running; a running stack is left as it is."""
-        c = self.config
+        """Start whatever is not running; a running stack is left as it is, and what is started
+        into it gets the settings it was started with (recorded in its home)."""
         self.pids.mkdir(parents=True, exist_ok=True)
+        with self._started_settings(say):
+            self._up(say)
+
+    def _up(self, say: Callable[[str], None]) -> None:
+        c = self.config
         if not self._alive("moto"):
             say(f"starting moto server on {c.url(c.moto_port)}")
             self._record("moto", start_moto(self.logs, port=c.moto_port, detach=True))
@@ -125,9 +139,59 @@ class LocalStack:
                 time.sleep(0.05)
 
     def restart_worker(self, worker: str, env: dict[str, str] | None = None) -> None:
-        """Start the worker again (killing it first if it runs), with `env` on top of its settings."""
+        """Start the worker again (killing it first if it runs), with the settings the stack was
+        started with and `env` on top."""
         self.kill_worker(worker)
-        self._start_worker(worker, env=env)
+        with self._started_settings(lambda line: None):
+            self._start_worker(worker, env=env)
+
+    def recorded_settings(self) -> dict[str, str] | None:
+        """The QUARRY_*/LOCAL_BEDROCK_* settings the running stack was started with; None if none
+        were recorded."""
+        try:
+            return json.loads((self.config.home / SETTINGS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def shell_settings(self) -> dict[str, str]:
+        """The settings this process would give the stack: QUARRY_* and LOCAL_BEDROCK_* from the
+        environment and the config's worker_env, less what the stack sets itself (endpoints, home,
+        ports, workdir, poll interval)."""
+        own = set(self.config.env())
+        passed = {key: value for key, value in os.environ.items()
+                  if key.startswith(("QUARRY_", "LOCAL_BEDROCK_")) and not key.startswith("QUARRY_LOCAL_")
+                  and key not in own}
+        return {**passed, **self.config.worker_env}
+
+    @contextlib.contextmanager
+    def _started_settings(self, say: Callable[[str], None]) -> Iterator[dict[str, str]]:
+        """The settings for whatever starts now, in os.environ for the duration: those recorded if
+        any part of the stack still runs (warning if this shell's differ), else this shell's, recorded."""
+        shell, recorded = self.shell_settings(), self.recorded_settings()
+        running = any(self._alive(name) for name in ("bedrock", *WORKERS))
+        if running and recorded is not None:
+            use = recorded
+            changed = sorted(key for key in set(shell) | set(recorded) if shell.get(key) != recorded.get(key))
+            if changed:
+                say("WARNING: this shell's settings differ from those the running stack was started with; "
+                    "what starts now gets the stack's, not the shell's: "
+                    + "; ".join(f"{key}: stack {recorded.get(key, '(unset)')}, shell {shell.get(key, '(unset)')}"
+                                for key in changed)
+                    + ". To change them, `quarry local down` then `quarry local up`.")
+        else:
+            use = shell
+            self.config.home.mkdir(parents=True, exist_ok=True)
+            (self.config.home / SETTINGS_FILE).write_text(json.dumps(shell, indent=2, sort_keys=True))
+        saved = dict(os.environ)
+        for key in self.shell_settings():
+            if key not in self.config.worker_env:
+                os.environ.pop(key, None)
+        os.environ.update(use)
+        try:
+            yield use
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     def worker_pid(self, worker: str) -> int | None:
         pid = self._pid(worker)
@@ -164,7 +228,7 @@ class LocalStack:
         log_path = self.logs / f"{worker}.log"
         start = log_path.stat().st_size if log_path.exists() else 0  # the log is appended to across runs
         process = spawn([sys.executable, "-m", f"services.{worker}.main"], log_path=log_path,
-                        env={**self.config.env(), **self.config.worker_env, **(env or {})}, detach=True)
+                        env={**self.config.env(), **(env or {})}, detach=True)
         deadline = time.monotonic() + timeout
         while b'"consumer_started"' not in log_path.read_bytes()[start:]:
             if process.poll() is not None or time.monotonic() > deadline:
