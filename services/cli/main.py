@@ -102,7 +102,7 @@ def _local(args: argparse.Namespace) -> None:
     stack = LocalStack(StackConfig(engine=getattr(args, "engine", "fast")))
     if args.local_command == "up":
         try:
-            stack.up(say=lambda line: console.print(f"[dim]·[/] {escape(line)}"))
+            stack.up(say=_say)
         except RuntimeError as exc:  # a part that would not start: its log tail says why
             console.print(f"[red]error:[/] {escape(str(exc))}\nLogs are in {escape(str(stack.logs))}; "
                           "`quarry local down` stops what did start.")
@@ -118,6 +118,14 @@ def _local(args: argparse.Namespace) -> None:
         out.print(table)
     else:
         out.print(stack.env_lines(), end="")
+
+
+def _say(line: str) -> None:
+    """A step of `quarry local up`; a warning (settings that differ from the stack's) stands out."""
+    if line.startswith("WARNING"):
+        console.print(f"[bold yellow]{escape(line)}[/]")
+    else:
+        console.print(f"[dim]·[/] {escape(line)}")
 
 
 def _use_local_stack_if_unset() -> None:
