@@ -41,7 +41,10 @@ WATCHDOG = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dyna
             "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob"}
 WORKER_ACTIONS = {
     "preprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
-                                         "bedrock:InvokeModel", "bedrock:ListFoundationModels"},
+                                         "bedrock:InvokeModel", "bedrock:ListFoundationModels",
+                                         # an evaluation reads which foundation model a custom ARN is built on
+                                         "bedrock:GetProvisionedModelThroughput", "bedrock:GetCustomModel",
+                                         "bedrock:GetCustomModelDeployment"},
     "submit": CONSUMER | WATCHDOG | {"bedrock:CreateModelInvocationJob", "bedrock:TagResource",
                                      "bedrock:ListModelInvocationJobs", "iam:PassRole"},
     "poll": CONSUMER | WATCHDOG | {"bedrock:GetModelInvocationJob"},
@@ -384,12 +387,16 @@ def preprocess_reads(template: dict, **parameters: str) -> list:
             if statement["Effect"] == "Allow" and "s3:GetObject" in as_list(statement["Action"])]
 
 
-def test_preprocess_reads_only_the_inputs_bucket_by_default(template):
-    assert preprocess_reads(template) == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${InputsBucket}/*"}]
+RESPONSE_CACHE = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ResultsBucket}/cache/*"}
+
+
+def test_preprocess_reads_only_the_inputs_bucket_and_the_response_cache_by_default(template):
+    assert preprocess_reads(template) == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${InputsBucket}/*"}, RESPONSE_CACHE]
 
 
 def test_each_allowed_input_location_becomes_a_read_grant_of_that_prefix(template):
-    [_, extra] = preprocess_reads(template, AllowedInputLocations="acme-exports/quarry/,acme-archive")
+    [_, extra, cache] = preprocess_reads(template, AllowedInputLocations="acme-exports/quarry/,acme-archive")
+    assert cache == RESPONSE_CACHE
     split = extra["Fn::Split"]
     text, variables = split[1]["Fn::Sub"]
     locations = variables["Locations"]["Fn::Join"]
