@@ -143,31 +143,31 @@ async def _raw(store: RunStore, sk: str, run_id: str) -> dict:
 async def test_a_run_written_back_by_an_older_worker_keeps_the_attributes_and_fields_it_does_not_know(store):
     run = a_run()
     await store.create_run(run)
-    await _add_as_a_newer_worker(store, "RUN", run.run_id, "evaluation")
+    await _add_as_a_newer_worker(store, "RUN", run.run_id, "added_in_v9")
 
     read = await store.get_run(run.run_id)
     await store.move_run(read, "RUNNING", total_rows=5)
 
     item = await _raw(store, "RUN", run.run_id)
-    assert item["evaluation_attr"] == {"S": "v2"}
+    assert item["added_in_v9_attr"] == {"S": "v2"}
     again = await store.get_run(run.run_id)
-    assert (again.status, again.total_rows, again.model_extra) == ("RUNNING", 5, {"evaluation": {"from": "v2"}})
+    assert (again.status, again.total_rows, again.model_extra) == ("RUNNING", 5, {"added_in_v9": {"from": "v2"}})
 
 
 async def test_a_job_written_back_and_admitted_by_an_older_worker_keeps_what_it_does_not_know(store):
     run = a_run()
     await store.create_run(run)
     await store.put_new_jobs([a_job(run.run_id)])
-    await _add_as_a_newer_worker(store, "JOB#00000-0", run.run_id, "scores")
+    await _add_as_a_newer_worker(store, "JOB#00000-0", run.run_id, "added_in_v9")
 
     job = await store.get_job(run.run_id, "00000-0")
     job = await store.admit_job(job, limit=5)
     await store.move_job(job, "SUBMITTED", bedrock_arn="arn:job")
 
     item = await _raw(store, "JOB#00000-0", run.run_id)
-    assert item["scores_attr"] == {"S": "v2"}
+    assert item["added_in_v9_attr"] == {"S": "v2"}
     again = await store.get_job(run.run_id, "00000-0")
-    assert (again.status, again.model_extra) == ("SUBMITTED", {"scores": {"from": "v2"}})
+    assert (again.status, again.model_extra) == ("SUBMITTED", {"added_in_v9": {"from": "v2"}})
 
 
 async def test_absent_slot_holders_are_kept_beside_the_holders_and_cleared_without_touching_them(store):
