@@ -1,0 +1,158 @@
+"""End to end on the local stack (fast engine): an evaluation of three models on a TriviaQA-shaped
+dataset, one of them a provisioned throughput of a custom model, from a config dropped under
+evaluations/; then the same evaluation again, answered entirely from the response cache."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from shared.adapters.aws import async_clients
+from shared.adapters.registry import Registry
+from shared.settings import Settings
+from tests.e2e.conftest import latest_runs, mail_about, wait_until
+
+SAMPLE = Path(__file__).resolve().parents[2] / "infra" / "demo" / "triviaqa_sample.jsonl"
+ROWS = 300
+BASE = "amazon.nova-micro-v1:0"
+ROLE = "arn:aws:iam::123456789012:role/quarry-bedrock-batch"
+
+
+def _records() -> list[dict]:
+    if not SAMPLE.exists():
+        pytest.skip(f"{SAMPLE} (the shipped TriviaQA sample) is absent")
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines()[:ROWS]]
+
+
+def _tuned_pt(bedrock, s3, records: list[dict]) -> str:
+    """A provisioned throughput of a custom model fine-tuned (fast trainer) on the questions' answers:
+    on these questions it answers right, where the base models only echo."""
+    key = f"training/trivia-{uuid.uuid4().hex[:6]}.jsonl"
+    s3.put_object(Bucket="quarry-inputs", Key=key, Body="".join(
+        json.dumps({"prompt": r["question"], "completion": r["answer"].split("<OR>")[0]}) + "\n" for r in records))
+    job = bedrock.create_model_customization_job(
+        jobName=f"trivia-{uuid.uuid4().hex[:8]}", customModelName=f"trivia-{uuid.uuid4().hex[:8]}", roleArn=ROLE,
+        baseModelIdentifier=BASE, trainingDataConfig={"s3Uri": f"s3://quarry-inputs/{key}"},
+        outputDataConfig={"s3Uri": "s3://quarry-work/customization/"}, hyperParameters={"epochCount": "1"})
+    done = wait_until(lambda: (j := bedrock.get_model_customization_job(jobIdentifier=job["jobArn"]))["status"]
+                      in ("Completed", "Failed") and j, timeout=120, what="the customization job")
+    assert done["status"] == "Completed", done.get("failureMessage")
+    pt = bedrock.create_provisioned_model_throughput(provisionedModelName=f"trivia-{uuid.uuid4().hex[:6]}",
+                                                     modelId=done["outputModelArn"], modelUnits=1)
+    arn = pt["provisionedModelArn"]
+    wait_until(lambda: bedrock.get_provisioned_model_throughput(provisionedModelId=arn)["status"] == "InService",
+               timeout=60, what="the provisioned throughput")
+    return arn
+
+
+def _bedrock_jobs(bedrock) -> int:
+    return len(bedrock.list_model_invocation_jobs(maxResults=1000)["invocationJobSummaries"])
+
+
+def _finished_evaluation(config_uri: str, timeout: float = 240):
+    return wait_until(lambda: next((r for r in latest_runs() if r.kind == "evaluate" and r.source_key.startswith(config_uri)
+                                    and r.terminal and r.notified_at), None),
+                      timeout=timeout, what=f"a finished evaluation for {config_uri}")
+
+
+def _object(s3, uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="module")
+def evaluation(stack, aws):
+    records = _records()
+    bedrock = boto3.client("bedrock")
+    dataset_key = f"datasets/trivia-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=dataset_key,
+                         Body="".join(json.dumps(r) + "\n" for r in records).encode())
+    tuned = _tuned_pt(bedrock, aws["s3"], records)
+    group = f"trivia-{uuid.uuid4().hex[:6]}"
+    config = {
+        "name": "trivia", "dataset": {"uri": f"s3://quarry-inputs/{dataset_key}"},
+        "models": [{"name": "haiku", "model_id": "anthropic.claude-3-haiku-20240307-v1:0"},
+                   {"name": "nova", "model_id": "amazon.nova-lite-v1:0"},
+                   {"name": "tuned", "model_id": tuned}],
+        "metrics": ["factual_knowledge", "f1", "exact_match"], "params": {"temperature": 0, "max_tokens": 64},
+        "selection": {"primary": "factual_knowledge", "min_effect": 0.05}, "registry": group,
+    }
+    runs = []
+    jobs = [_bedrock_jobs(bedrock)]
+    for attempt in ("first", "again"):
+        key = f"evaluations/trivia-{attempt}-{uuid.uuid4().hex[:6]}.yaml"
+        aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body=yaml.safe_dump(config).encode())
+        runs.append(_finished_evaluation(f"s3://quarry-inputs/{key}"))
+        jobs.append(_bedrock_jobs(bedrock))
+    return {"runs": runs, "jobs": jobs, "group": group, "tuned": tuned, "records": records}
+
+
+def test_every_record_is_scored_for_every_model_and_the_tuned_model_wins(evaluation, aws):
+    run = evaluation["runs"][0]
+    assert run.status == "SUCCEEDED", run.error
+    results = json.loads(_object(aws["s3"], run.summary["results_uri"]))
+    assert [m["name"] for m in results["models"]] == ["haiku", "nova", "tuned"]
+    assert all(m["status"] == "ok" and m["records"] == ROWS and m["errors"] == 0 for m in results["models"])
+    for model in results["models"]:
+        fk = model["metrics"]["factual_knowledge"]
+        assert fk["n"] == ROWS and fk["ci"]["low"] <= fk["mean"] <= fk["ci"]["high"]
+    records = [json.loads(line) for line in _object(aws["s3"], run.summary["records_uri"]).splitlines()]
+    assert [r["index"] for r in records] == list(range(ROWS))
+    assert all(set(r["models"]) == {"haiku", "nova", "tuned"} and
+               all(a["scores"]["factual_knowledge"] is not None for a in r["models"].values()) for r in records)
+    selection = results["selection"]
+    assert selection["outcome"] == "winner" and selection["winner"] == "tuned"
+    pairs = {(c["a"], c["b"]): c for c in results["comparisons"] if c["metric"] == "factual_knowledge"}
+    assert len(pairs) == 3 and all(c["test"] == "mcnemar_exact" for c in pairs.values())
+    base = pairs.get(("haiku", "nova")) or pairs[("nova", "haiku")]
+    assert not base["significant"], "two models that answer alike are tied"
+    assert b"<html" in _object(aws["s3"], run.summary["report_uri"])[:200].lower()
+
+
+def test_the_email_names_the_winner_its_margin_and_every_models_cost(evaluation, stack):
+    run = evaluation["runs"][0]
+    mail = mail_about(stack, run.run_id)
+    assert "winner tuned" in mail["subject"]
+    assert "Winner:  tuned" in mail["body"] and "95% CI" in mail["body"] and run.summary["report_uri"] in mail["body"]
+    assert all(name in mail["body"] for name in ("haiku", "nova", "tuned"))
+    assert sum("Quarry evaluation" in m["subject"] for m in [mail]) == 1
+
+
+def test_children_send_no_email_of_their_own(evaluation, stack):
+    from infra.local_stack.mailsink import read_mail
+
+    run = evaluation["runs"][0]
+    children = set(run.children.values())
+    assert not [m for m in read_mail(stack.config.maildir) if any(child in m["body"] for child in children)]
+
+
+def test_the_registry_holds_every_model_and_the_champion(evaluation):
+    async def read():
+        settings = Settings()
+        async with async_clients(settings, "dynamodb") as clients:
+            registry = Registry(clients["dynamodb"], settings.table)
+            return await registry.entries(evaluation["group"]), await registry.champion(evaluation["group"])
+
+    entries, champion = asyncio.run(read())
+    first = evaluation["runs"][0]
+    assert {e["name"] for e in entries if e["run_id"] == first.run_id} == {"haiku", "nova", "tuned"}
+    assert all(e["dataset_hash"] and e["config_hash"] for e in entries)
+    assert champion["model_id"] == evaluation["tuned"] and champion["name"] == "tuned"
+
+
+def test_a_second_identical_evaluation_is_answered_entirely_from_the_cache(evaluation, aws):
+    before, after_first, after_second = evaluation["jobs"]
+    again = evaluation["runs"][1]
+    assert after_first - before == 2, "one batch job per base model (the provisioned model runs on demand)"
+    assert after_second == after_first, "no new Bedrock job"
+    assert again.status == "SUCCEEDED" and again.summary["pairs_from_cache"] == 3 * ROWS
+    first = json.loads(_object(aws["s3"], evaluation["runs"][0].summary["results_uri"]))
+    second = json.loads(_object(aws["s3"], again.summary["results_uri"]))
+    assert [m["metrics"] for m in second["models"]] == [m["metrics"] for m in first["models"]]
+    assert second["selection"]["winner"] == "tuned"
