@@ -58,6 +58,25 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="stop a run's jobs and finish it as cancelled")
     cancel.add_argument("run_id", help="the run to cancel")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="compare models on a dataset: from a config file, or --dataset with --model IDs",
+        description="Start an evaluation run. CONFIG is a YAML or JSON evaluation config (a local file or s3://); "
+                    "or give the quick form --dataset FILE --model ID --model ID [--metric M ...].")
+    evaluate.add_argument("config", nargs="?", help="the evaluation config (YAML or JSON), a local path or s3://bucket/key")
+    evaluate.add_argument("--dataset", help="quick form: the dataset, a local CSV/JSONL/Parquet file or s3:// URI")
+    evaluate.add_argument("--model", action="append", help="quick form: a model id to evaluate (repeat for each model)")
+    evaluate.add_argument("--metric", action="append", help="quick form: a metric (repeat; default: the qa preset)")
+    evaluate.add_argument("--name", help="quick form: a name for the evaluation, shown in the email")
+    evaluate.add_argument("--registry", help="quick form: the registry group to record the result in")
+    evaluate.add_argument("--follow", action="store_true",
+                          help="follow the evaluation until it ends and print the outcome; the exit status says how it ended")
+
+    registry = commands.add_parser("registry", help="the model registry: evaluated models by group")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+    registry_commands.add_parser("list", help="every group, its number of entries and its champion")
+    show = registry_commands.add_parser("show", help="a group's evaluated models with their scores")
+    show.add_argument("group", help="the registry group")
+
     mail = commands.add_parser("mail", help="the emails the local stack's SMTP sink received")
     mail.add_argument("--last", type=int, default=5, help="how many of the latest emails to show (default 5)")
 
@@ -81,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         _use_local_stack_if_unset()
         from services.cli import commands
 
+        from services.cli import evaluations
+
         handler = {"submit": commands.submit, "status": commands.status, "results": commands.results,
-                   "cancel": commands.cancel, "mail": commands.mail}[args.command]
+                   "cancel": commands.cancel, "mail": commands.mail, "evaluate": evaluations.evaluate,
+                   "registry": evaluations.registry}[args.command]
         code = asyncio.run(handler(args, console=console, out=out))
     except QuarryError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")

@@ -270,3 +270,23 @@ def child_spec(config: EvaluationConfig, model: ModelConfig, *, model_id: str, b
                    params=config.params_for(model), output_format="parquet",
                    name=f"{config.name or 'evaluation'}/{model.name}"[:100], cache=config.cache_for(model),
                    base_model_id=base_model_id if base_model_id != model_id else None)
+
+
+def quick_config(*, dataset: str, models: list[str], metrics: list[str] | None, name: str | None = None,
+                 registry: str | None = None) -> dict[str, Any]:
+    """The config of `quarry evaluate --dataset FILE --model ID ...`: each model named after its id,
+    deterministic decoding (so the response cache is reused)."""
+    seen: dict[str, int] = {}
+    entries = []
+    for model_id in models:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", model_id.rsplit("/", 1)[-1])[:56].strip("-.") or "model"
+        seen[base] = seen.get(base, 0) + 1
+        entries.append({"name": base if seen[base] == 1 else f"{base}-{seen[base]}", "model_id": model_id})
+    config: dict[str, Any] = {"dataset": {"uri": dataset}, "models": entries, "params": {"temperature": 0}}
+    if metrics:
+        config["metrics"] = metrics
+    if name:
+        config["name"] = name
+    if registry:
+        config["registry"] = registry
+    return config

@@ -156,3 +156,87 @@ def test_a_second_identical_evaluation_is_answered_entirely_from_the_cache(evalu
     second = json.loads(_object(aws["s3"], again.summary["results_uri"]))
     assert [m["metrics"] for m in second["models"]] == [m["metrics"] for m in first["models"]]
     assert second["selection"]["winner"] == "tuned"
+
+
+def _answers_on_bus(aws, name: str) -> str:
+    queue = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
+    arn = aws["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws["events"].put_rule(Name=name, EventBusName="quarry-bus", EventPattern=json.dumps(
+        {"source": ["quarry"], "detail-type": ["Quarry Evaluation Completed", "Quarry Evaluation Failed"]}))
+    aws["events"].put_targets(Rule=name, EventBusName="quarry-bus", Targets=[{"Id": "q", "Arn": arn}])
+    return queue
+
+
+def _answer(aws, queue: str, request_id: str) -> dict:
+    def received():
+        for message in aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                                  WaitTimeSeconds=1).get("Messages", []):
+            event = json.loads(message["Body"])
+            if event["detail"].get("request_id") == request_id:
+                return event
+        return None
+    return wait_until(received, timeout=120, what=f"the answer to request {request_id}")
+
+
+def test_quarry_evaluate_quick_form_follows_an_evaluation_to_its_outcome(stack, tmp_path, capsys):
+    from services.cli.main import main as quarry
+
+    data = tmp_path / "trivia.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records()[:40]))
+    code = 0
+    try:
+        quarry(["evaluate", "--dataset", str(data), "--model", "anthropic.claude-3-haiku-20240307-v1:0",
+                "--model", "amazon.nova-lite-v1:0", "--metric", "f1", "--metric", "exact_match", "--follow"])
+    except SystemExit as ended:  # only a followed evaluation that did not succeed exits non-zero
+        code = ended.code
+    captured = capsys.readouterr()
+    run_id = captured.out.strip().splitlines()[0]
+    run = next(r for r in latest_runs() if r.run_id == run_id)
+    assert code == 0 and run.status == "SUCCEEDED" and run.origin == "cli"
+    assert run.summary["records"] == 40 and run.summary["outcome"] in ("winner", "no_significant_difference")
+    assert "Report:" in captured.err
+
+
+def test_an_evaluation_requested_event_is_answered_with_its_request_id(stack, aws):
+    queue = _answers_on_bus(aws, f"eval-answers-{uuid.uuid4().hex[:6]}")
+    key = f"datasets/bedrock-shape-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body="".join(
+        json.dumps({"prompt": r["question"], "referenceResponse": r["answer"], "category": "trivia" if i % 2 else "misc"})
+        + "\n" for i, r in enumerate(_records()[:30])).encode())
+    request_id = f"eval-{uuid.uuid4().hex[:8]}"
+    config = {"dataset": {"uri": f"s3://quarry-inputs/{key}"}, "task": "qa",
+              "models": [{"name": "a", "model_id": "amazon.nova-lite-v1:0"},
+                         {"name": "b", "model_id": "amazon.nova-lite-v1:0", "system": "Answer in one word."}],
+              "params": {"temperature": 0}}
+    aws["events"].put_events(Entries=[{"Source": "acme.mlops", "DetailType": "Quarry Evaluation Requested",
+                                       "EventBusName": "quarry-bus",
+                                       "Detail": json.dumps({"config": config, "request_id": request_id})}])
+
+    answer = _answer(aws, queue, request_id)
+    assert answer["detail-type"] == "Quarry Evaluation Completed"
+    summary = answer["detail"]["summary"]
+    assert summary["records"] == 30 and set(summary["models"]) == {"a", "b"} and summary["report_uri"]
+
+
+def test_a_config_naming_a_missing_target_column_fails_at_once_with_an_email(stack, aws):
+    key = f"datasets/no-target-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body=b'{"question": "Who wrote Hamlet?"}\n')
+    config_key = f"evaluations/no-target-{uuid.uuid4().hex[:6]}.yaml"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=config_key, Body=yaml.safe_dump({
+        "dataset": {"uri": f"s3://quarry-inputs/{key}"},
+        "models": [{"name": "a", "model_id": "amazon.nova-lite-v1:0"}]}).encode())
+
+    run = _finished_evaluation(f"s3://quarry-inputs/{config_key}", timeout=60)
+    assert run.status == "FAILED" and f"s3://quarry-inputs/{key}" in run.error and "no target column" in run.error
+    assert "failed" in mail_about(stack, run.run_id)["subject"]
+
+
+def test_a_config_with_an_unknown_field_and_duplicate_names_fails_naming_the_field(stack, aws):
+    config_key = f"evaluations/bad-{uuid.uuid4().hex[:6]}.yaml"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=config_key, Body=yaml.safe_dump({
+        "dataset": {"uri": "s3://quarry-inputs/x.jsonl", "colour": "red"},
+        "models": [{"name": "a", "model_id": "amazon.nova-lite-v1:0"}]}).encode())
+
+    run = _finished_evaluation(f"s3://quarry-inputs/{config_key}", timeout=60)
+    assert run.status == "FAILED" and "dataset: unknown field(s): colour" in run.error
+    assert f"s3://quarry-inputs/{config_key}" in run.error
