@@ -219,8 +219,9 @@ def _params(params: dict[str, Any], where: str) -> None:
     try:
         InferenceParams.model_validate(params, context=STRICT)
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                             else f"{where}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" if e["loc"]
+            else f"{where}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise ValueError(problems) from None
 
 
