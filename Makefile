@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real chaos bedrock demo bench bench-s3 clean
+.PHONY: install install-real test test-real chaos bedrock demo bench bench-s3 bench-scoring clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/bench_dataplane.py
 	$(PY) benchmarks/bench_s3.py
+	$(PY) benchmarks/bench_scoring.py
+
+# Evaluation scoring: 100,000 (output, reference) pairs through the default QA and summarization
+# metrics, and the statistics of 100,000 records (BENCH_PAIRS=10000 for a quick run).
+bench-scoring: install
+	$(PY) benchmarks/bench_scoring.py
 
 # The same sizes through the workers' stage_input and assemble_results against a local S3 (a moto
 # server per case): the S3 half of `make bench` on its own.
