@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real chaos bedrock demo bench bench-s3 bench-scoring clean
+.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate bench bench-s3 bench-scoring clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ chaos: install
 # A real run end to end: the local stack with SmolLM2, DialogSum conversations dropped into S3.
 demo: install-real
 	$(PY) -m infra.demo
+
+# A real evaluation end to end: SmolLM2 under three model ids, asked differently, on TriviaQA
+# questions shipped in infra/demo/; prints the outcome, the email and where the report is.
+demo-evaluate: install-real
+	$(PY) -m infra.demo.evaluate
 
 # The local Bedrock on its own, against S3/EventBridge at AWS_ENDPOINT_URL (a moto server).
 bedrock: install
