@@ -1,93 +1,22 @@
-"""poll: follows each active job to its end, by Bedrock's events (fast) and delayed re-checks (sure)."""
+"""poll: follows each active job to its end, by Bedrock's events (fast) and delayed re-checks (sure).
+
+Each family of job is followed by its own module (services/poll/families/); this one dispatches."""
 from __future__ import annotations
 
-from typing import Any
-
-import structlog
-
-from shared.adapters.bedrock import BatchJobs, BedrockJobState
-from shared.adapters.queues import Outgoing, Queues, deliver
+from services.poll.families import batch_job
+from shared.adapters.bedrock import BatchJobs
+from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
-from shared.domain.runs import FROM_BEDROCK, JOB_TERMINAL, Job, parse_job_name
-from shared.errors import QuarryError
-from shared.messages import BedrockJobStateChanged, CheckJob, CollectRun
+from shared.messages import BedrockJobStateChanged, CheckJob
 from shared.settings import Settings
-
-log = structlog.get_logger("quarry.poll")
 
 
 async def check_job(cmd: CheckJob, *, store: RunStore, bedrock: BatchJobs, queues: Queues, settings: Settings) -> None:
     job = await store.get_job(cmd.run_id, cmd.job_key)
-    if job is None or job.bedrock_arn is None or job.terminal:
-        return  # not submitted yet (submit schedules the first check), or ended (its end sent CollectRun)
-    if cmd.seq is not None and cmd.seq != job.check_seq:
-        log.info("stale_check_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.check_seq)
-        return  # a second loop for the job (a redelivered SubmitJob, a re-drive): the live one goes on
-    # The check moves the loop number on in the same write: of two copies of one CheckJob, only
-    # one wins that write, so only one loop survives.
-    state = await bedrock.get(job.bedrock_arn)
-    gone = await _gone(job, state, bedrock=bedrock, settings=settings)
-    job = await record(job, None if gone else state, store=store, queues=queues, gone=gone,
-                       check_seq=job.check_seq + 1)
-    if not job.terminal:
-        # Still running is a normal outcome: look again later, without holding a worker.
-        await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq),
-                          delay_s=settings.poll_interval_s)
-
-
-async def _gone(job: Job, state: BedrockJobState | None, *, bedrock: BatchJobs, settings: Settings) -> str | None:
-    """Why the job has ended though Bedrock's answer does not say so: submit's slot reconciliation
-    saw Bedrock not list it among the model's active jobs for longer than the grace period."""
-    if job.absent_since is None or (state is not None and FROM_BEDROCK.get(state.status) in JOB_TERMINAL):
-        return None
-    if state is not None:
-        # Still running there but uncounted by Bedrock's list: stop it, so it cannot exceed the quota.
-        try:
-            await bedrock.stop(job.bedrock_arn)
-        except QuarryError as exc:
-            log.warning("absent_job_not_stopped", job_key=job.job_key, reason=str(exc))
-    return (f"Bedrock has not listed job {job.bedrock_arn} among the model's active jobs (ListModelInvocationJobs) "
-            f"since {job.absent_since.isoformat()}, longer than the {settings.absent_job_grace_s} s grace: it has "
-            "ended; its records are salvaged from what it wrote and retried")
+    if job is None:
+        return  # not recorded (a stale message of a run that is gone)
+    await batch_job.check(cmd, job, store=store, bedrock=bedrock, queues=queues, settings=settings)
 
 
 async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:
-    ours = parse_job_name(event.detail.batchJobName)
-    if ours is None:
-        return  # a job Quarry did not start
-    job = await store.get_job(*ours)
-    if job is None or job.terminal or job.status == "PENDING":
-        return  # ended already, or waiting to be created again after a throttled create
-    # The event is a hint; the job's record counts come from GetModelInvocationJob.
-    await record(job.model_copy(update={"bedrock_arn": job.bedrock_arn or event.detail.batchJobArn}),
-                 await bedrock.get(event.detail.batchJobArn), store=store, queues=queues)
-
-
-async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, queues: Queues, gone: str | None = None,
-                 **also: Any) -> Job:
-    """The job with Bedrock's status and progress, written only if something changed. A job that
-    ends gives its slot back and asks for its run's collection in the same write. No state (or
-    `gone`, why Bedrock no longer knows it) ends the job FAILED."""
-    if state is None:
-        # Bedrock answered 404, or has not listed the job for too long: it no longer knows the
-        # job, so the job has ended. Postprocess salvages whatever output it left and retries the rest.
-        status, progress = "FAILED", {"bedrock_status": "NotListed" if gone else "NotFound", "message": gone or (
-            f"Bedrock no longer knows job {job.bedrock_arn} (GetModelInvocationJob answered 404); "
-            "its records are salvaged from what it wrote and retried")}
-    else:
-        status = FROM_BEDROCK.get(state.status, job.status)
-        progress = {"bedrock_status": state.status, "processed": state.processed, "succeeded": state.succeeded,
-                    "failed": state.failed, "message": state.message, "bedrock_arn": state.arn}
-    changes = {**progress, **also}
-    if status == job.status:
-        if all(getattr(job, key) == value for key, value in changes.items()):
-            return job
-        return await store.update_job(job, **changes)
-    log.info("job_status_changed", job_key=job.job_key, status=status, bedrock_status=progress["bedrock_status"],
-             processed=progress.get("processed"))
-    if status in JOB_TERMINAL:
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        job = await store.move_job(job, status, send=sent, **changes)
-        await deliver(sent, queues=queues, store=store)
-        return job
-    return await store.move_job(job, status, **changes)
+    await batch_job.job_state_changed(event, store=store, bedrock=bedrock, queues=queues)
