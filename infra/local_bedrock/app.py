@@ -24,9 +24,11 @@ from infra.local_bedrock.customization import TERMINAL as CUSTOMIZATION_TERMINAL
 from infra.local_bedrock.customization import CustomizationJobStore, CustomizationRunner, base_model_for, checked_request
 from infra.local_bedrock.errors import BedrockError, conflict, not_found, throttled, validation
 from infra.local_bedrock.events import EventPublisher
-from infra.local_bedrock.faults import FaultRegistry, FaultSpec, for_new_customization, take_customization_throttle
+from infra.local_bedrock.faults import (
+    FaultRegistry, FaultSpec, for_new_customization, take_customization_throttle, wrong_answer_rate,
+)
 from infra.local_bedrock.hosting import Hosting
-from infra.local_bedrock.inference import Engines, invoke_many
+from infra.local_bedrock.inference import Engines, WrongAnswers, invoke_many
 from infra.local_bedrock.jobs import TERMINAL, JobStore
 from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.settings import Settings
@@ -214,13 +216,13 @@ class LocalBedrock:
             body = orjson.loads(params.get("body") or b"")
         except orjson.JSONDecodeError:
             raise validation("Malformed input request: the body is not valid JSON, please reformat your input and try again.") from None
-        outcome = await self._invoke_one(model, body, converse=False, custom=custom)
+        outcome = await self._invoke_one(model, body, converse=False, custom=custom, model_id=params["modelId"])
         return web.Response(body=orjson.dumps(outcome), content_type="application/json")
 
     async def converse(self, request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
         model, custom = self._serving(params["modelId"])
         body = {k: v for k, v in params.items() if k in ("messages", "system", "inferenceConfig", "additionalModelRequestFields")}
-        return await self._invoke_one(model, body, converse=True, custom=custom)
+        return await self._invoke_one(model, body, converse=True, custom=custom, model_id=params["modelId"])
 
     def _serving(self, model_id: str) -> tuple[catalogue.FoundationModel, CustomModel | None]:
         """The family a runtime modelId is answered in and the custom weights behind it, if any:
@@ -229,9 +231,15 @@ class LocalBedrock:
         return (target.model, target.custom) if target is not None else (_model(model_id), None)
 
     async def _invoke_one(self, model: catalogue.FoundationModel, body: Any, *, converse: bool,
-                          custom: CustomModel | None = None) -> dict[str, Any]:
+                          custom: CustomModel | None = None, model_id: str | None = None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse, custom)
+        # A wrong-answer fault is scoped as batch jobs are (the foundation model an id resolves to),
+        # except that a PT or deployment of a custom model is scoped by the ARN the caller named.
+        named = model_id if custom is not None and model_id else model.model_id
+        rate = wrong_answer_rate(self.faults, model_id=named)
+        wrong = WrongAnswers(rate, named) if rate > 0 else None
+        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse, custom,
+                                               wrong)
         if outcome.error is not None:
             raise outcome.error
         return outcome.response

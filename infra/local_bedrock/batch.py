@@ -19,7 +19,7 @@ import structlog
 
 from infra.local_bedrock import s3io
 from infra.local_bedrock.events import EventPublisher
-from infra.local_bedrock.inference import Engines, invoke_many
+from infra.local_bedrock.inference import Engines, WrongAnswers, invoke_many
 from infra.local_bedrock.jobs import Job, utcnow
 from infra.local_bedrock.s3io import InputFile, JobFailure
 from infra.local_bedrock.settings import Settings
@@ -241,8 +241,10 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         faults = job.faults
         to_run = [r for r in batch if not faults.record_fails(job.job_id, str(r["recordId"]))]
+        wrong = WrongAnswers(faults.wrong_answer_rate, job.model.model_id) if faults.wrong_answer_rate > 0 else None
         outcomes = iter(await loop.run_in_executor(
-            self._executor, invoke_many, self._engines, job.model, [r["modelInput"] for r in to_run], job.converse))
+            self._executor, invoke_many, self._engines, job.model, [r["modelInput"] for r in to_run], job.converse,
+            None, wrong))
         ran = {id(r) for r in to_run}
         for record in batch:
             line: dict[str, Any] = {"recordId": record["recordId"], "modelInput": record["modelInput"]}

@@ -33,6 +33,12 @@ class FaultSpec(BaseModel):
     record_error_code: int = Field(500, ge=400, le=599)
     record_error_message: str = "InternalServerException: injected record failure"
     throttle_creates: int = Field(0, ge=0, description="reject this many CreateModelInvocationJob calls")
+    # --- wrong answers (evaluation tests) ---
+    # A controlled difference between two otherwise equal models: this share of the model's answers
+    # (batch records and InvokeModel/Converse calls alike) is replaced by WRONG_ANSWER. Which answers
+    # is decided by a hash of the model id and the request, so the same record is wrong on every
+    # path and every rerun. Scope it by model_id; a job_name limits it to batch jobs of that name.
+    wrong_answer_rate: float = Field(0.0, ge=0, le=1, description="share of answers replaced by a wrong one")
     times: int | None = Field(None, ge=1, description="jobs this fault applies to before it is spent")
     # --- provisioned throughput and custom model deployments (hosting) ---
     # Scoped by model_id (the modelId the create names, or its base model id) and by name below.
@@ -52,8 +58,8 @@ class FaultSpec(BaseModel):
     @model_validator(mode="after")
     def _does_something(self) -> "FaultSpec":
         if (self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0
-                and not self.is_hosting and not self.is_customization):
-            raise ValueError("a fault needs an outcome, a record_error_rate, throttle_creates, "
+                and self.wrong_answer_rate == 0 and not self.is_hosting and not self.is_customization):
+            raise ValueError("a fault needs an outcome, a record_error_rate, throttle_creates, a wrong_answer_rate, "
                              "a provisioning_outcome, provisioning_seconds or throttle_provisioning, "
                              "a training_outcome, training_diverges, learn_nothing or throttle_customization_creates")
         return self
@@ -103,6 +109,7 @@ class JobFaults(BaseModel):
     record_error_rate: float = 0.0
     record_error_code: int = 500
     record_error_message: str = ""
+    wrong_answer_rate: float = 0.0
 
     def record_fails(self, job_id: str, record_id: str) -> bool:
         """Whether this record gets an injected error; stable for a job and record."""
@@ -150,7 +157,8 @@ class FaultRegistry:
         result = JobFaults()
         for fault in list(self._faults.values()):
             spec = fault.spec
-            if (spec.outcome is None and spec.record_error_rate == 0) or fault.jobs_left == 0:
+            if (spec.outcome is None and spec.record_error_rate == 0 and spec.wrong_answer_rate == 0) \
+                    or fault.jobs_left == 0:
                 continue
             if not spec.matches(model_id=model_id, job_name=job_name):
                 continue
@@ -161,9 +169,33 @@ class FaultRegistry:
                 result.record_error_rate = spec.record_error_rate
                 result.record_error_code = spec.record_error_code
                 result.record_error_message = spec.record_error_message
+            if spec.wrong_answer_rate > 0:
+                result.wrong_answer_rate = spec.wrong_answer_rate
             if fault.jobs_left is not None:
                 fault.jobs_left -= 1
         return result
+
+
+# --- wrong answers ------------------------------------------------------------------------------------
+# What a model answers in place of its own answer under a wrong_answer_rate fault: no reference
+# answer contains it, so every metric scores it as wrong.
+WRONG_ANSWER = "I am not sure."
+
+
+def wrong_answer_rate(registry: FaultRegistry, *, model_id: str) -> float:
+    """The wrong-answer share for an InvokeModel/Converse call of this model (faults scoped to a
+    job name apply to batch jobs only); not spent by calls."""
+    rates = [f.spec.wrong_answer_rate for f in registry.all()
+             if f.spec.wrong_answer_rate > 0 and f.spec.job_name is None and f.spec.matches(model_id=model_id, job_name="")]
+    return max(rates, default=0.0)
+
+
+def answer_is_wrong(rate: float, model_id: str, request_key: str) -> bool:
+    """Whether this model's answer to this request is replaced: stable for a model and request."""
+    if rate <= 0:
+        return False
+    digest = hashlib.blake2b(f"{model_id}\n{request_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < rate
 
 
 class HostingFaults(BaseModel):

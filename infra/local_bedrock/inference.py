@@ -9,10 +9,11 @@ from typing import Any, Sequence
 
 from infra.local_bedrock import families
 from infra.local_bedrock.catalogue import FoundationModel
-from infra.local_bedrock.engines import EmbeddingEngine, TextEngine, TextRequest
+from infra.local_bedrock.engines import EmbeddingEngine, TextEngine, TextRequest, TextResult
 from infra.local_bedrock.custom_models import CustomModel
-from infra.local_bedrock.engines.fast import FastCustomTextEngine, FastEmbeddingEngine, FastTextEngine
+from infra.local_bedrock.engines.fast import FastCustomTextEngine, FastEmbeddingEngine, FastTextEngine, count_tokens
 from infra.local_bedrock.errors import BedrockError
+from infra.local_bedrock.faults import WRONG_ANSWER, answer_is_wrong
 from infra.local_bedrock.settings import EngineName, Settings
 
 
@@ -82,12 +83,20 @@ def _real():
     return real
 
 
+@dataclass(frozen=True)
+class WrongAnswers:
+    """A wrong_answer_rate fault in force (faults.py): this share of `model_id`'s answers is replaced."""
+
+    rate: float
+    model_id: str
+
+
 def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any], converse: bool,
-                custom: CustomModel | None = None) -> list[Outcome]:
+                custom: CustomModel | None = None, wrong: WrongAnswers | None = None) -> list[Outcome]:
     """Run bodies of one model as a mini-batch; blocking, so call it from a worker thread.
 
     `model` is the family the bodies are read and answered in; for a custom model it is the base
-    model, and `custom` names the weights that generate."""
+    model, and `custom` names the weights that generate. `wrong`: an injected wrong-answer fault."""
     started = time.monotonic()
     outcomes: list[Outcome | None] = [None] * len(bodies)
     parsed: dict[int, Any] = {}
@@ -99,20 +108,33 @@ def invoke_many(engines: Engines, model: FoundationModel, bodies: Sequence[Any],
     if model.is_embedding and not converse:
         _embed(engines.embedding(model), parsed, outcomes)
     else:
-        _generate(engines.text(model, custom), model, parsed, outcomes, converse, started)
+        _generate(engines.text(model, custom), model, parsed, outcomes, converse, started, wrong)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _generate(engine: TextEngine, model: FoundationModel, parsed: dict[int, Any], outcomes: list,
-              converse: bool, started: float) -> None:
+              converse: bool, started: float, wrong: WrongAnswers | None = None) -> None:
     indexes = list(parsed)
     requests: list[TextRequest] = [families.text_request(parsed[i]) for i in indexes]
     results = engine.generate(requests) if requests else []
     latency_ms = int((time.monotonic() - started) * 1000)
+    if wrong is not None:
+        results = [_wrong(result) if answer_is_wrong(wrong.rate, wrong.model_id, _request_key(request)) else result
+                   for request, result in zip(requests, results)]
     for index, result in zip(indexes, results):
         response = (families.converse_response(result, latency_ms) if converse
                     else families.text_response(model, result))
         outcomes[index] = Outcome(response, None, result.input_tokens, result.output_tokens)
+
+
+def _request_key(request: TextRequest) -> str:
+    """What makes a request this request for the wrong-answer fault: its system and turns."""
+    return repr((request.system, request.messages))
+
+
+def _wrong(result: TextResult) -> TextResult:
+    """The injected wrong answer in place of the engine's (input tokens kept, output re-counted)."""
+    return TextResult(WRONG_ANSWER, result.input_tokens, count_tokens(WRONG_ANSWER), "end_turn")
 
 
 def _embed(engine: EmbeddingEngine, parsed: dict[int, Any], outcomes: list) -> None:

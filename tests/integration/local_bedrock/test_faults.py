@@ -1,6 +1,7 @@
 """Contract: faults are injected only when asked, through the control endpoint, per model or per job."""
 from __future__ import annotations
 
+import json
 import urllib.error
 
 import pytest
@@ -138,3 +139,39 @@ def test_a_fault_that_does_nothing_is_rejected(bedrock, bedrock_server):
         add_fault(bedrock_server, model_id=CLAUDE)
     assert exc.value.code == 400
     assert b"needs an outcome" in exc.value.read()
+
+
+def _nova_record(i: int) -> dict:
+    return {"recordId": f"q{i:03d}", "modelInput": {"messages": [{"role": "user", "content": [{"text": f"Repeat: word{i}"}]}],
+                                                    "inferenceConfig": {"maxTokens": 32, "temperature": 0}}}
+
+
+def _text(model_output: dict) -> str:
+    return model_output["output"]["message"]["content"][0]["text"]
+
+
+def test_a_wrong_answer_rate_replaces_the_same_answers_in_batch_jobs_and_on_demand(bedrock, bedrock_server, runtime, s3,
+                                                                                    buckets):
+    add_fault(bedrock_server, model_id=NOVA, wrong_answer_rate=0.3)
+    records = [_nova_record(i) for i in range(100)]
+    uri = put_input(s3, buckets[0], "wrong/input.jsonl", jsonl(records))
+
+    arn = create_job(bedrock, input_uri=uri, output_bucket=buckets[1], model=NOVA)
+    job = wait_for(bedrock, arn)
+
+    assert job["status"] == "Completed" and job["errorRecordCount"] == 0, "a wrong answer is an answer, not an error"
+    answers = {line["recordId"]: _text(line["modelOutput"]) for line in read_output(s3, buckets[1], arn, "input.jsonl")}
+    wrong = {rid for rid, text in answers.items() if text == "I am not sure."}
+    assert 15 <= len(wrong) <= 45
+    assert all(f"word{int(rid[1:])}" in text for rid, text in answers.items() if rid not in wrong)
+    on_demand = {r["recordId"]: _text(json.loads(runtime.invoke_model(modelId=NOVA, body=json.dumps(r["modelInput"]))
+                                                 ["body"])) for r in records[:40]}
+    assert {rid for rid, text in on_demand.items() if text == "I am not sure."} == {r for r in wrong if int(r[1:]) < 40}
+
+
+def test_a_wrong_answer_rate_for_one_model_leaves_other_models_right(bedrock, bedrock_server, runtime):
+    add_fault(bedrock_server, model_id=NOVA, wrong_answer_rate=1.0)
+    body = json.dumps(_nova_record(1)["modelInput"])
+
+    assert _text(json.loads(runtime.invoke_model(modelId=NOVA, body=body)["body"])) == "I am not sure."
+    assert "word1" in _text(json.loads(runtime.invoke_model(modelId="amazon.nova-lite-v1:0", body=body)["body"]))
