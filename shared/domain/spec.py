@@ -9,7 +9,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.domain.bodies import InferenceParams, family_of
+from shared.domain.deadlines import parse_deadline
 from shared.domain.evolving import STRICT, Evolving
+from shared.domain.output_schema import check_schema
 from shared.errors import InvalidRunSpec
 
 OutputFormat = Literal["csv", "jsonl", "parquet"]
@@ -31,11 +33,49 @@ class RunSpec(Evolving):
     recipients: list[str] = Field(default_factory=list)
     name: str | None = Field(None, max_length=100)
     # The response cache (shared/adapters/response_cache.py): reuse answers already paid for and
-    # store new ones, refresh (store only), or off.
+    # store new ones, refresh (store only), or off. Not given: reuse at temperature 0 (the same
+    # request gets the same answer), else off (_default_cache).
     cache: Literal["reuse", "refresh", "off"] = "off"
+    # Read, render and count, print the estimate, create no job (shared/domain/estimate.py).
+    dry_run: bool = False
+    # An estimate over this fails the run before any job is created.
+    budget_usd: float | None = Field(None, gt=0)
+    # A time (ISO 8601 with its zone) or a duration from the run's start ("90m", "2h", "1h30m"):
+    # at the batch cutoff, what a job has not answered goes on demand (shared/domain/deadlines.py).
+    deadline: str | None = None
+    # A job with records pending whose processed count has not moved for this long is stuck
+    # (default QUARRY_STUCK_AFTER_S): stopped and finished on demand with a deadline, else reported.
+    stuck_after_s: int | None = Field(None, ge=1)
+    # A JSON Schema every output must match, and where the JSON is in the text
+    # (shared/domain/output_schema.py).
+    output_schema: dict[str, Any] | None = None
+    extract: Literal["whole", "first_object"] = "first_object"
     # The foundation model a custom, provisioned or deployed model is built on (its ARN does not
     # say): its family picks the body format. Found from Bedrock by whoever starts the run.
     base_model_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cache(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("cache") is None:
+            params = data.get("params") or {}
+            temperature = params.get("temperature") if isinstance(params, dict) else getattr(params, "temperature", None)
+            data = {**data, "cache": "reuse" if temperature == 0 else "off"}
+        return data
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, deadline: str | None) -> str | None:
+        if deadline is not None:
+            parse_deadline(deadline)  # BadDeadline (a ValueError) says what is wrong
+        return deadline
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            check_schema(schema)
+        return schema
 
     @field_validator("model_id")
     @classmethod
@@ -93,6 +133,12 @@ class SpecOverrides(BaseModel):
     recipients: list[str] | None = None
     name: str | None = None
     cache: Literal["reuse", "refresh", "off"] | None = None
+    dry_run: bool | None = None
+    budget_usd: float | None = None
+    deadline: str | None = None
+    stuck_after_s: int | None = None
+    output_schema: dict[str, Any] | None = None
+    extract: Literal["whole", "first_object"] | None = None
 
 
 def resolve_spec(profile: dict[str, Any] | None, *overrides: SpecOverrides, where: str) -> RunSpec:

@@ -22,7 +22,8 @@ START_RUN = {
              "system": None, "params": {"max_tokens": 200, "temperature": 0.2, "top_p": None, "stop_sequences": [],
                                         "dimensions": None, "normalize": None},
              "invocation": "InvokeModel", "output_format": "csv", "recipients": ["ops@example.com"],
-             "name": "reviews", "cache": "off", "base_model_id": None},
+             "name": "reviews", "cache": "off", "dry_run": False, "budget_usd": None, "deadline": None,
+             "stuck_after_s": None, "output_schema": None, "extract": "first_object", "base_model_id": None},
     "origin": "cli", "source_key": f"cli:{RUN_ID}", "request_id": None,
     "kind": "batch", "evaluation": None, "parent_run_id": None,
 }
