@@ -9,7 +9,10 @@ keeps running while any worker is alive. Each sweep:
   alive, an active job whose check loop died, a run whose jobs all ended but was never collected,
   a FINALIZING or PREPARING run whose worker died, an outcome never notified. Handlers are
   idempotent, so a re-drive that was not needed costs a message. After `max_redrives` the run
-  fails with the reason: a worker dead for good ends in a failure and an email, not a hang.
+  fails with the reason: a worker dead for good ends in a failure and an email, not a hang;
+- reconciles the slots of every model a running job holds one of: a job Bedrock has stopped
+  listing for longer than `absent_job_grace_s` is marked, and poll's next check ends it
+  (shared/lost_jobs.py), even when no other job of its model waits for a slot.
 The reason a run is stalled is kept on the run (`Run.stalled`) for `quarry status`.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from shared.domain.runs import JOB_HOLDS_SLOT, Job, Run, now
 from shared.errors import ConflictError, QuarryError
+from shared.lost_jobs import track_absent
 from shared.messages import CheckJob, CollectRun, RunFinished, StartRun, SubmitJob
 from shared.settings import Settings
 
@@ -41,6 +45,7 @@ class Sweep:
     relayed: int = 0
     redriven: dict[str, str] = field(default_factory=dict)  # run_id -> why
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+    lost: list[str] = field(default_factory=list)  # names of jobs Bedrock stopped listing, marked now
 
 
 async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings, worker: str) -> None:
@@ -50,9 +55,9 @@ async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings
         try:
             if await store.take_lease(LEASE, holder, settings.watchdog_interval_s * 3):
                 done = await sweep(store=store, queues=queues, bedrock=bedrock, settings=settings)
-                if done.relayed or done.redriven or done.failed:
+                if done.relayed or done.redriven or done.failed or done.lost:
                     log.info("watchdog_swept", relayed=done.relayed, redriven=len(done.redriven),
-                             failed=len(done.failed))
+                             failed=len(done.failed), lost=len(done.lost))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
@@ -63,11 +68,14 @@ async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings
 async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings) -> Sweep:
     done = Sweep()
     done.relayed = await _relay(store, queues, settings)
+    models: set[str] = set()
     for run in await store.active_runs(now() - dt.timedelta(days=settings.watch_days)):
         try:
-            await _watch_run(run, store=store, queues=queues, bedrock=bedrock, settings=settings, done=done)
+            await _watch_run(run, store=store, queues=queues, bedrock=bedrock, settings=settings, done=done,
+                             models=models)
         except ConflictError:
             continue  # a worker moved it meanwhile: that is progress; look again next sweep
+    done.lost = await _reconcile_slots(models, store=store, bedrock=bedrock, settings=settings)
     return done
 
 
@@ -81,8 +89,22 @@ async def _relay(store: RunStore, queues: Queues, settings: Settings) -> int:
     return len(left)
 
 
+async def _reconcile_slots(models: set[str], *, store: RunStore, bedrock: BatchJobs, settings: Settings) -> list[str]:
+    """Submit reconciles a model's slots only when a job waits for one: here every model a running
+    job holds a slot of is looked at, so a lost job ends even when nothing else waits."""
+    lost: list[str] = []
+    for model_id in sorted(models):
+        try:
+            holders, absent = await store.slot_state(model_id)
+            listed = set(await bedrock.active_job_names(model_id))
+            lost += await track_absent(model_id, holders, absent, listed, store=store, settings=settings)
+        except QuarryError as exc:  # Bedrock unreachable, say: the next sweep looks again
+            log.warning("slots_not_reconciled", model_id=model_id, reason=str(exc))
+    return lost
+
+
 async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings,
-                     done: Sweep) -> None:
+                     done: Sweep, models: set[str]) -> None:
     bound = log.bind(run_id=run.run_id)
     crashes, last_error, fatal = await store.failures(run.run_id)
     if not run.terminal and (fatal or crashes >= settings.max_crashes):
@@ -92,6 +114,7 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
         done.failed[run.run_id] = error
         return
     jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
+    models.update(job.model_id for job in jobs if job.status in JOB_HOLDS_SLOT and job.bedrock_arn)
     children_done = None
     if run.kind == "evaluate" and run.status == "RUNNING":
         # An evaluation has no jobs of its own: its children (watched as runs themselves) may run

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -95,11 +96,7 @@ class LocalStack:
             _terminate(self._pid("bedrock"))
         if not self._alive("bedrock"):
             say(f"starting the local Bedrock ({c.engine} engine) on {c.url(c.bedrock_port)}")
-            args = ("--engine", c.engine, "--preload")
-            # The local Bedrock keeps jobs, custom models and weights under a home of its own in the stack's.
-            self._record("bedrock", start_local_bedrock(self.logs, aws_endpoint=c.url(c.moto_port), args=args,
-                                                        port=c.bedrock_port, detach=True, timeout=300,
-                                                        env={"LOCAL_BEDROCK_HOME": str(c.home / "bedrock")}))
+            self._start_bedrock()
         if not self._alive("mailsink"):
             say(f"starting the mail sink (SNS → HTTP {c.mail_http_port} → SMTP {c.smtp_port})")
             self._record("mailsink", self._start_mailsink())
@@ -131,7 +128,30 @@ class LocalStack:
 
     def kill_worker(self, worker: str) -> None:
         """kill -9 the worker, as a crash would: nothing of it runs after this."""
-        pid = self._pid(worker)
+        self._kill(worker)
+
+    def kill_bedrock(self) -> None:
+        """kill -9 the local Bedrock, as a crash would: its jobs stop where they were, and what it
+        saved under its home stays."""
+        self._kill("bedrock")
+
+    def start_bedrock(self, *, forget: bool = False) -> None:
+        """Start the local Bedrock again (killing it first if it runs) on the same port and home, with
+        the settings the stack was started with: it resumes the jobs it had not finished. `forget`
+        wipes its home first, as a service that lost its state would: it knows none of its jobs."""
+        self._kill("bedrock")
+        if forget:
+            shutil.rmtree(self.bedrock_home, ignore_errors=True)
+        with self._started_settings(lambda line: None):
+            self._start_bedrock()
+
+    @property
+    def bedrock_home(self) -> Path:
+        """Where the local Bedrock keeps its jobs, custom models and weights: a home of its own in the stack's."""
+        return self.config.home / "bedrock"
+
+    def _kill(self, name: str) -> None:
+        pid = self._pid(name)
         if pid is not None and _running(pid):
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
@@ -210,6 +230,13 @@ class LocalStack:
                 return json.loads(response.read()).get("engine")
         except OSError:
             return None
+
+    def _start_bedrock(self) -> None:
+        c = self.config
+        self._record("bedrock", start_local_bedrock(self.logs, aws_endpoint=c.url(c.moto_port),
+                                                    args=("--engine", c.engine, "--preload"), port=c.bedrock_port,
+                                                    detach=True, timeout=300,
+                                                    env={"LOCAL_BEDROCK_HOME": str(self.bedrock_home)}))
 
     def _start_mailsink(self) -> Server:
         c = self.config

@@ -6,8 +6,9 @@ import structlog
 from shared.adapters.bedrock import BatchJobs
 from shared.adapters.queues import MAX_DELAY_S, Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
-from shared.domain.runs import JOB_HOLDS_SLOT, Job, now, parse_job_name
-from shared.errors import ConflictError, PermanentError, RetryableError
+from shared.domain.runs import JOB_HOLDS_SLOT, Job, parse_job_name
+from shared.errors import PermanentError, RetryableError
+from shared.lost_jobs import track_absent
 from shared.messages import CancelRun, CheckJob, CollectRun, SubmitJob
 from shared.settings import Settings
 
@@ -88,36 +89,13 @@ async def _admit(job: Job, *, store: RunStore, bedrock: BatchJobs, settings: Set
     not know about); None if none is free."""
     holders, absent = await store.slot_state(job.model_id)
     active = await bedrock.active_job_names(job.model_id)
-    await _track_absent(job.model_id, holders, absent, set(active), store=store, settings=settings)
+    await track_absent(job.model_id, holders, absent, set(active), store=store, settings=settings)
     outside = [name for name in active if name not in holders and parse_job_name(name) is None]
     limit = settings.concurrency_for(job.model_id) - len(outside)
     admitted = await store.admit_job(job, limit) if limit > 0 else None
     log.info("job_admission", job_key=job.job_key, admitted=admitted is not None, limit=limit,
              outside_jobs=len(outside))
     return admitted
-
-
-async def _track_absent(model_id: str, holders: set[str], absent: dict, listed: set[str], *, store: RunStore,
-                        settings: Settings) -> None:
-    """The slot reconciliation: a job of Quarry's that holds a slot but that Bedrock has not listed
-    as active for longer than the grace period has ended (Bedrock lost it, or its end was never
-    seen). It is marked, and poll's next check fails it, which frees its slot and salvages it."""
-    at = now()
-    missing = {name: absent.get(name, at) for name in holders if name not in listed and parse_job_name(name)}
-    for name, since in list(missing.items()):
-        if (at - since).total_seconds() <= settings.absent_job_grace_s:
-            continue
-        held = await store.get_job(*parse_job_name(name))
-        if held is None or held.status not in ("SUBMITTED", "RUNNING") or not held.bedrock_arn:
-            missing[name] = at  # not on Bedrock yet (being created): its absence counts from now
-        elif held.absent_since is None:
-            try:
-                await store.update_job(held, absent_since=since)
-            except ConflictError:
-                continue  # poll moved it meanwhile; the next admission looks again
-            log.warning("job_absent_from_bedrock", run_id=held.run_id, job_key=held.job_key, since=since.isoformat())
-    if missing != absent:
-        await store.mark_absent(model_id, missing)
 
 
 async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters.aws import translate
 from shared.domain.runs import Job
@@ -45,7 +45,7 @@ class BatchJobs:
                 timeoutDurationInHours=self._timeout_hours,
                 tags=[{"key": "quarry:run", "value": job.run_id}],
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"creating Bedrock job {job.name}") from exc
         return response["jobArn"]
 
@@ -54,8 +54,8 @@ class BatchJobs:
         the service that made it forgot it, or it was deleted), so the job has ended."""
         try:
             job = await self._bedrock.get_model_invocation_job(jobIdentifier=arn)
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
             raise translate(exc, f"reading Bedrock job {arn}") from exc
         return BedrockJobState(
@@ -67,8 +67,8 @@ class BatchJobs:
     async def stop(self, arn: str) -> None:
         try:
             await self._bedrock.stop_model_invocation_job(jobIdentifier=arn)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConflictException":
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ConflictException":
                 return  # already ending or ended: stopping is done
             raise translate(exc, f"stopping Bedrock job {arn}") from exc
 
@@ -76,7 +76,7 @@ class BatchJobs:
         """Ids of the foundation models Bedrock serves in this region (ListFoundationModels)."""
         try:
             response = await self._bedrock.list_foundation_models()
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise translate(exc, "listing Bedrock's foundation models") from exc
         return {model["modelId"] for model in response.get("modelSummaries", [])}
 
@@ -94,8 +94,8 @@ class BatchJobs:
             if kind == "custom-model":
                 model = await self._bedrock.get_custom_model(modelIdentifier=model_id)
                 return model["baseModelArn"].rsplit("/", 1)[-1]
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 raise PermanentError(f"model {model_id!r}: Bedrock does not know it (404)") from exc
             raise translate(exc, f"reading model {model_id}") from exc
         return model_id
@@ -108,7 +108,7 @@ class BatchJobs:
             while True:
                 try:
                     page = await self._bedrock.list_model_invocation_jobs(**kwargs)
-                except ClientError as exc:
+                except (ClientError, BotoCoreError) as exc:
                     raise translate(exc, "listing Bedrock jobs") from exc
                 names += [s["jobName"] for s in page["invocationJobSummaries"] if _same_model(s["modelId"], model_id)]
                 if not page.get("nextToken"):
@@ -134,5 +134,5 @@ class Runtime:
                                                         contentType="application/json", accept="application/json")
             async with response["body"] as stream:
                 return orjson.loads(await stream.read())
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"invoking {model_id}") from exc

@@ -203,6 +203,7 @@ class FakeBatchJobs:
         self.states: dict[str, BedrockJobState] = {}
         self.stopped: list[str] = []
         self.active: dict[str, list[str]] = {}  # model_id -> active job names, Quarry's or not
+        self.list_error: Exception | None = None
 
     async def create(self, job: Job) -> str:
         self.tokens_sent.append(job.client_token)
@@ -233,6 +234,8 @@ class FakeBatchJobs:
         self.stopped.append(arn)
 
     async def active_job_names(self, model_id: str) -> list[str]:
+        if self.list_error is not None:
+            raise self.list_error
         return list(self.active.get(model_id, []))
 
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[3]
 # Actions IAM cannot scope to a resource: "*" is the only Resource it accepts for them. Each is
 # granted only where the code calls it; any other "*" resource fails the test below.
 STAR_RESOURCE_ALLOWED = {
-    # submit counts each model's active jobs (Quarry's and anyone else's) before admitting a job.
+    # submit counts each model's active jobs (Quarry's and anyone else's) before admitting a job;
+    # every worker's watchdog lists them to end a job Bedrock no longer lists.
     "bedrock:ListModelInvocationJobs",
     # the task execution role logs in to ECR to pull the image; the pull itself is scoped to the repository.
     "ecr:GetAuthorizationToken",
@@ -34,11 +35,12 @@ STAR_RESOURCE_ALLOWED = {
 # What each worker's handlers call (services/<worker>/handlers.py through shared/adapters), as IAM
 # actions; every worker also consumes its own queue (reading its redrive policy) and parks invalid
 # messages in its DLQ, and runs the watchdog (shared/watchdog.py): state in the table and its
-# gsi1, messages to any worker, Bedrock jobs stopped when it fails a run.
+# gsi1, messages to any worker, Bedrock jobs stopped when it fails a run, each model's active jobs
+# listed to notice a job Bedrock lost.
 CONSUMER = {"sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
             "sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:UpdateItem"}
 WATCHDOG = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
-            "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob"}
+            "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob", "bedrock:ListModelInvocationJobs"}
 WORKER_ACTIONS = {
     "preprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
                                          "bedrock:InvokeModel", "bedrock:ListFoundationModels",
@@ -421,11 +423,21 @@ def test_every_worker_reads_the_allowed_inputs_and_models_the_template_is_given(
         assert env["QUARRY_ALLOWED_MODELS"] == {"Ref": "AllowedModels"}
 
 
+def test_every_worker_reads_the_absent_job_grace_the_template_is_given_with_the_settings_default(template):
+    # submit and the watchdog (every worker) time absent jobs; poll names the grace when it ends one.
+    for worker in WORKERS:
+        [container] = template["Resources"][f"{worker.capitalize()}TaskDefinition"]["Properties"]["ContainerDefinitions"]
+        env = {v["Name"]: v["Value"] for v in container["Environment"]}
+        assert env["QUARRY_ABSENT_JOB_GRACE_S"] == {"Ref": "AbsentJobGraceSeconds"}
+    assert template["Parameters"]["AbsentJobGraceSeconds"]["Default"] == Settings.model_fields["absent_job_grace_s"].default
+
+
 # --- the watchdog and the consumer, as every worker runs them ---------------------------------------------
 class _Recorder:
     """A boto client that records each call as (IAM action, resource ARN) and answers just enough
     for a watchdog sweep to take every path: relay the outbox, fail a poison run (stop its job,
-    cancel its pending one, send its RunFinished) and re-drive a stalled one."""
+    cancel its pending one, send its RunFinished), re-drive a stalled one and reconcile the slots of
+    a healthy one's model."""
 
     REGION, ACCOUNT = "us-east-1", "123456789012"
 
@@ -473,13 +485,16 @@ class _Recorder:
             if method == "get_queue_attributes":
                 return {"Attributes": {"RedrivePolicy": '{"maxReceiveCount": 5}'}}
             return {}
+        if method == "list_model_invocation_jobs":
+            self.calls.add((f"bedrock:{verb}", "*"))  # IAM has no resource for it
+            return {"invocationJobSummaries": []}
         self.calls.add((f"bedrock:{verb}", kw["jobIdentifier"]))
         return {}
 
 
 def _watchdog_world(settings: Settings) -> dict:
-    """A poison run (a fatal failure, one job on Bedrock, one pending), a stalled run and one
-    outbox leftover for each worker, as the store writes them."""
+    """A poison run (a fatal failure, one job on Bedrock, one pending), a stalled run, a healthy run
+    with a job on Bedrock and one outbox leftover for each worker, as the store writes them."""
     import datetime as dt
 
     from shared.adapters.store import RunStore
@@ -495,19 +510,21 @@ def _watchdog_world(settings: Settings) -> dict:
                    origin="cli", source_key=run_id, updated_at=long_ago)
 
     def job(run_id: str, index: int, **changes: Any) -> Job:
+        changes.setdefault("updated_at", long_ago)
         return Job(run_id=run_id, job_key=f"{index:05d}-0", index=index, model_id=spec.model_id, chunk_uri="s3://w/c",
-                   output_uri="s3://w/o/", records=100, bytes=10, first_row=0, end_row=100, updated_at=long_ago,
-                   **changes)
+                   output_uri="s3://w/o/", records=100, bytes=10, first_row=0, end_row=100, **changes)
 
-    poison, stalled = "a" * 32, "b" * 32
+    poison, stalled, healthy = "a" * 32, "b" * 32, "c" * 32
     job_arn = f"arn:aws:bedrock:{_Recorder.REGION}:{_Recorder.ACCOUNT}:model-invocation-job/abc123"
     outbox = [{"pk": {"S": f"RUN#{stalled}"}, "sk": {"S": f"OUTBOX#{worker}"}, "worker": {"S": worker},
                "body": {"S": "{}"}, "delay_s": {"N": "0"}} for worker in WORKERS]
     return {
-        "runs": [store._run_item(run(poison)), store._run_item(run(stalled))],
+        "runs": [store._run_item(run(poison)), store._run_item(run(stalled)), store._run_item(run(healthy))],
         "jobs": {f"RUN#{poison}": [store._job_item(job(poison, 0, status="RUNNING", bedrock_arn=job_arn)),
                                    store._job_item(job(poison, 1))],
-                 f"RUN#{stalled}": [store._job_item(job(stalled, 0))]},
+                 f"RUN#{stalled}": [store._job_item(job(stalled, 0))],
+                 f"RUN#{healthy}": [store._job_item(job(healthy, 0, status="RUNNING", bedrock_arn=job_arn,
+                                                        updated_at=dt.datetime.now(dt.timezone.utc)))]},
         "failures": {f"RUN#{poison}": {"crashes": {"N": "1"}, "last_error": {"S": "boom"}, "fatal": {"BOOL": True}}},
         "outbox": outbox,
     }
@@ -559,7 +576,7 @@ async def test_each_worker_role_allows_every_call_its_watchdog_and_consumer_make
 
     assert {action for action, _ in calls} >= {"dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:UpdateItem",
                                                "sqs:SendMessage", "sqs:GetQueueAttributes",
-                                               "bedrock:StopModelInvocationJob"}
+                                               "bedrock:StopModelInvocationJob", "bedrock:ListModelInvocationJobs"}
     assert any(arn.endswith("/index/gsi1") for _, arn in calls), "the watchdog lists runs and the outbox on gsi1"
     denied = sorted(call for call in calls if not _allows(role, *call))
     assert denied == [], f"{worker}'s role does not allow what its watchdog and consumer call"
