@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     on_demand_concurrency: int = Field(4, ge=1)
     worker_concurrency: int = Field(4, ge=1)
     visibility_timeout_s: int = Field(120, ge=10)
+    # Staging and collecting hold a lease on the run (shared/run_lease.py), renewed every third
+    # of this: a duplicate delivery waits, polling every run_lease_poll_s, and a dead holder's
+    # lease is taken over this long after its last renewal.
+    run_lease_s: float = Field(30, gt=0)
+    run_lease_poll_s: float = Field(2.0, gt=0)
     # The watchdog (shared/watchdog.py): how often it sweeps, how long a run or job may show no
     # progress before it is re-driven, how many re-drives or crashes before the run fails.
     watchdog_interval_s: int = Field(30, ge=1)

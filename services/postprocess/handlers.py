@@ -13,6 +13,7 @@ from shared.adapters.registry import Registry
 from shared.adapters.response_cache import ResponseCache
 from shared.adapters.store import RunStore
 from shared.messages import CollectRun
+from shared.run_lease import run_lease
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.postprocess")
@@ -23,5 +24,17 @@ async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objec
     run = await store.get_run(cmd.run_id)
     if run is None or run.terminal or run.status == "PREPARING":
         return
-    await COLLECTORS[run.kind](run, ports=CollectPorts(store=store, queues=queues, objects=objects, runtime=runtime,
-                                                       settings=settings, cache=cache, registry=registry))
+    # One delivery collects; a duplicate (jobs ending together each send a CollectRun) waits for
+    # it and then looks again: the holder may have returned early, before the last job ended.
+    async def unfinished() -> bool:
+        latest = await store.get_run(cmd.run_id)
+        return latest is not None and not latest.terminal
+
+    async with run_lease(store, run.run_id, "collecting", seconds=settings.run_lease_s,
+                         poll_s=settings.run_lease_poll_s, needed=unfinished) as lease:
+        run = await store.get_run(cmd.run_id) if lease else None
+        if run is None or run.terminal or run.status == "PREPARING":
+            return
+        await COLLECTORS[run.kind](run, ports=CollectPorts(store=store, queues=queues, objects=objects,
+                                                           runtime=runtime, settings=settings, cache=cache,
+                                                           registry=registry))

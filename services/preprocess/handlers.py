@@ -24,6 +24,7 @@ from shared.errors import InvalidRunSpec, PermanentError
 from shared.messages import (
     REQUEST_ID_MAX, BatchRequest, BatchRequested, EvaluationRequest, EvaluationRequested, S3ObjectCreated, StartRun,
 )
+from shared.run_lease import run_lease
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.preprocess")
@@ -122,8 +123,21 @@ async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: 
     if run is None or run.status != "PREPARING":
         return  # a redelivery after the run moved on
     structlog.contextvars.bind_contextvars(run_id=run.run_id)
-    await STARTERS[run.kind](run, ports=StartPorts(store=store, queues=queues, objects=objects, runtime=runtime,
-                                                    settings=settings, models=models, cache=cache, registry=registry))
+    # One delivery stages; a duplicate (S3 sends some events twice) waits until the run moves on.
+    # Staging reads the whole input: twice at once would double the memory and CPU.
+    async def preparing() -> bool:
+        latest = await store.get_run(run_id)
+        return latest is not None and latest.status == "PREPARING"
+
+    async with run_lease(store, run_id, "staging", seconds=settings.run_lease_s, poll_s=settings.run_lease_poll_s,
+                         needed=preparing) as lease:
+        run = await store.get_run(run_id) if lease else None
+        if run is None or run.status != "PREPARING":
+            log.info("run_already_staged", status=run.status if run else None)
+            return
+        await STARTERS[run.kind](run, ports=StartPorts(store=store, queues=queues, objects=objects, runtime=runtime,
+                                                        settings=settings, models=models, cache=cache,
+                                                        registry=registry))
 
 
 def run_id_of(source_key: str) -> str:

@@ -11,6 +11,8 @@ Layout (pk, sk):
                                  (OUTBOX, {written_at}#{key}) lets the watchdog find leftovers
 - RUN#{run_id}, FAILURES       how often handlers crashed on the run's messages, the last error
 - LEASE#{name}, LEASE          who runs the watchdog now, until when
+The run item also carries its work leases (`{work}_holder`, `{work}_until`: who stages or
+collects it now, until when, in epoch seconds), outside `doc` and `version`.
 Every item carries `version`; every change is a write conditioned on the version (and status)
 the writer read, so a stale or duplicate message loses with ConflictError instead of clobbering.
 A change is an UpdateItem that SETs the attributes this code knows, never a whole-item Put: during
@@ -22,6 +24,7 @@ can delay a message, never lose it.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -334,6 +337,43 @@ class RunStore:
                 return False
             raise translate(exc, f"taking the {name} lease") from exc
 
+    # --- a run's work leases (shared/run_lease.py) ------------------------------------------------------
+    async def take_run_lease(self, run_id: str, work: str, holder: str, seconds: float) -> bool:
+        """Hold the run's `work` lease (staging, collecting) for `seconds` if it is free, expired or
+        already `holder`'s; False if another holder has it, or the run does not exist.
+
+        The lease is two attributes of the run item outside its `doc` and `version`, so taking or
+        renewing it never makes a state change conflict, and no versioned write removes it."""
+        holder_name, until_name = _lease_attributes(work)
+        at = time.time()
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key=self._key(f"RUN#{run_id}", "RUN"),
+                UpdateExpression="SET #holder = :me, #until = :until",
+                ConditionExpression="attribute_exists(pk) AND "
+                                    "(attribute_not_exists(#until) OR #until < :now OR #holder = :me)",
+                ExpressionAttributeNames={"#holder": holder_name, "#until": until_name},
+                ExpressionAttributeValues={":me": _s(holder), ":until": {"N": f"{at + seconds:.3f}"},
+                                           ":now": {"N": f"{at:.3f}"}})
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, f"taking the {work} lease of run {run_id}") from exc
+
+    async def release_run_lease(self, run_id: str, work: str, holder: str) -> None:
+        """Give the lease back if `holder` still has it (a lease taken over stays with its new holder)."""
+        holder_name, until_name = _lease_attributes(work)
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key=self._key(f"RUN#{run_id}", "RUN"),
+                UpdateExpression="REMOVE #holder, #until", ConditionExpression="#holder = :me",
+                ExpressionAttributeNames={"#holder": holder_name, "#until": until_name},
+                ExpressionAttributeValues={":me": _s(holder)})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise translate(exc, f"releasing the {work} lease of run {run_id}") from exc
+
     # --- items -------------------------------------------------------------------------------------
     def _run_item(self, run: Run) -> dict[str, Any]:
         item = {
@@ -413,6 +453,12 @@ class RunStore:
                 if failed or not reasons:
                     raise _Cancelled(doing, failed) from exc
             raise translate(exc, doing) from exc
+
+
+def _lease_attributes(work: str) -> tuple[str, str]:
+    if not work.isidentifier():
+        raise ValueError(f"a lease name must be an identifier, not {work!r}")
+    return f"{work}_holder", f"{work}_until"
 
 
 class _Cancelled(ConflictError):

@@ -18,6 +18,8 @@ RECOVERY = {
     "QUARRY_STALL_AFTER_S": "8",
     "QUARRY_OUTBOX_GRACE_S": "2",
     "QUARRY_VISIBILITY_TIMEOUT_S": "10",
+    # A worker killed while staging or collecting holds the run's lease: taken over after this.
+    "QUARRY_RUN_LEASE_S": "5",
     "QUARRY_MAX_REDRIVES": "4",
     "QUARRY_MAX_CRASHES": "3",
 }

@@ -158,6 +158,16 @@ class FakeStore:
         self.leases[name] = (holder, now() + dt.timedelta(seconds=seconds))
         return True
 
+    async def take_run_lease(self, run_id: str, work: str, holder: str, seconds: float) -> bool:
+        if run_id not in self.runs:
+            return False
+        return await self.take_lease(f"RUN#{run_id}#{work}", holder, seconds)
+
+    async def release_run_lease(self, run_id: str, work: str, holder: str) -> None:
+        current = self.leases.get(f"RUN#{run_id}#{work}")
+        if current and current[0] == holder:
+            del self.leases[f"RUN#{run_id}#{work}"]
+
 
 class WorkerDied(BaseException):
     """Stands for kill -9 between a committed write and the send after it (not an Exception, so
