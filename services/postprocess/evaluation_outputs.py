@@ -30,12 +30,15 @@ from shared.domain.runs import Run
 from shared.evaluation import metrics as mt
 from shared.evaluation.report import render_report
 from shared.evaluation.results import (
-    DatasetInfo, EvaluationResults, ModelAnswer, RecordRow, record_schema, records_to_arrow,
+    DatasetInfo, EvaluationResults, JudgeInfo, JudgeRubricInfo, Latency, ModelAnswer, RecordRow, record_schema,
+    records_to_arrow,
 )
+from shared.evaluation.judge import JudgeRubric, parse_rating, rubrics_of
 from shared.evaluation.scoring import ModelInfo, Scorer, ScoringConfig
 from shared.settings import Settings
 
 BATCH = 2_000
+RUBRIC = "quarry_rubric"  # the judge dataset's rubric column (services/postprocess/judging.py)
 _RESULT_COLUMNS = ["output", "error", "input_tokens", "output_tokens"]
 # Embeds a list of texts with the config's embedding model: one vector each (None where it failed).
 Embed = Callable[[list[str]], list[list[float] | None]]
@@ -51,12 +54,15 @@ class EvaluationOutputs:
 
 
 def score_evaluation(run: Run, children: dict[str, Run | None], *, objects: SyncObjects, settings: Settings,
-                     embed: Embed | None) -> EvaluationOutputs:
+                     embed: Embed | None, judges: dict[str, Run | None] | None = None) -> EvaluationOutputs:
     config = run.evaluation
     assert config is not None
     names = [m.name for m in config.models]
-    metrics = config.metric_names
-    models = [_model_info(config, name, run.model_ids.get(name, ""), children.get(name)) for name in names]
+    metrics = config.metric_names + config.judge_metric_names
+    rubrics = rubrics_of(config.judge)
+    latency = run.latency or {}
+    models = [_model_info(config, name, run.model_ids.get(name, ""), children.get(name), latency.get(name))
+              for name in names]
     labels = None
     if any(mt.resolve(n).name == "classification_accuracy" for n in metrics):
         labels = _labels(objects.lines(layout.dataset_uri(settings, run.run_id)), config.dataset.delimiter)
@@ -64,17 +70,22 @@ def score_evaluation(run: Run, children: dict[str, Run | None], *, objects: Sync
                                   min_effect=config.selection.min_effect, alpha=config.selection.alpha,
                                   delimiter=config.dataset.delimiter, labels=labels,
                                   max_cost_usd=config.selection.max_cost_usd,
-                                  max_latency_ms=config.selection.max_latency_ms), models)
+                                  max_latency_ms=config.selection.max_latency_ms,
+                                  extra_metrics={r.metric: "continuous" for r in rubrics}), models)
     prefix = layout.evaluation_prefix(settings, run.run_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"evaluate-{run.run_id}-", dir=_ensure(settings.workdir)))
     try:
         answers = {name: _answers(children.get(name), objects, settings, workdir) for name in names}
+        verdicts = {name: _Verdicts.of((judges or {}).get(name), objects, workdir) for name in names} if rubrics else {}
+        unrated = {name: dict.fromkeys((r.name for r in rubrics), 0) for name in verdicts}
         jsonl_path, parquet_path = workdir / "records.jsonl", workdir / "records.parquet"
         schema = record_schema(names, metrics)
         with open(jsonl_path, "wb") as jsonl, pq.ParquetWriter(parquet_path, schema, compression="zstd") as parquet:
             for rows in _rows(objects.lines(layout.dataset_uri(settings, run.run_id)), answers, config):
                 if embed is not None and "semantic_similarity" in metrics:
                     rows = _with_similarity(rows, embed)
+                if rubrics:
+                    rows = _with_judgements(rows, verdicts, rubrics, unrated)
                 scored = scorer.score(rows)
                 for row in scored:
                     jsonl.write(orjson.dumps(row.model_dump(mode="json")) + b"\n")
@@ -88,6 +99,8 @@ def score_evaluation(run: Run, children: dict[str, Run | None], *, objects: Sync
                                 seed=config.dataset.seed if config.dataset.sample is not None else None,
                                 input=dataset.get("input"), target=dataset.get("target"),
                                 category=dataset.get("category"), delimiter=config.dataset.delimiter))
+        if config.judge is not None:
+            results = results.model_copy(update={"judge": _judge_info(config, judges or {}, unrated)})
         report = render_report(results, _read_rows(jsonl_path), full_results=f"{prefix}/records.jsonl and records.parquet")
         uris = EvaluationOutputs(results, f"{prefix}/records.jsonl", f"{prefix}/records.parquet",
                                  f"{prefix}/results.json", f"{prefix}/report.html")
@@ -100,13 +113,15 @@ def score_evaluation(run: Run, children: dict[str, Run | None], *, objects: Sync
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _model_info(config: EvaluationConfig, name: str, model_id: str, child: Run | None) -> ModelInfo:
+def _model_info(config: EvaluationConfig, name: str, model_id: str, child: Run | None,
+                latency: dict[str, Any] | None = None) -> ModelInfo:
     model = next(m for m in config.models if m.name == name)
     decoding = config.params_for(model).model_dump(exclude_none=True, exclude_defaults=False)
     if child is None or child.result_uri is None:
         why = (child.error if child is not None and child.error else "its generation never produced results")
         return ModelInfo(name=name, model_id=model_id or model.model_id, status="failed", error=why, decoding=decoding)
-    return ModelInfo(name=name, model_id=model_id, decoding=decoding)
+    probe = Latency.model_validate(latency) if latency and latency.get("n") else None
+    return ModelInfo(name=name, model_id=model_id, decoding=decoding, latency=probe)
 
 
 @dataclass
@@ -186,6 +201,86 @@ def _batch(records: list[dict[str, Any]], position: int, answers: dict[str, _Ans
                               references=split_references(target, config.dataset.delimiter),
                               category=record.get(CATEGORY), models=models))
     return rows
+
+
+class _Verdicts:
+    """One judge run's answers (its result file, in dataset order: a row per judged record and
+    rubric), read a batch at a time as scoring walks the dataset."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch] | None, failed: str | None) -> None:
+        self._batches = batches
+        self._held: list[tuple[int, str, str | None, str | None]] = []
+        self.failed = failed
+
+    @classmethod
+    def of(cls, judge: Run | None, objects: SyncObjects, workdir: Path) -> "_Verdicts":
+        if judge is None or judge.result_uri is None:
+            why = (judge.error if judge is not None and judge.error else "the judge run produced no results")
+            return cls(None, f"the judge's run failed: {why}" if judge is not None else None)
+        path = workdir / f"judge-{judge.run_id}.parquet"
+        with open(path, "wb") as out:
+            shutil.copyfileobj(objects.open(judge.result_uri), out, 1 << 20)
+        return cls(pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=[INDEX, RUBRIC, "output", "error"]),
+                   None)
+
+    def upto(self, last_index: int) -> dict[int, dict[str, tuple[str | None, str | None]]]:
+        """index -> rubric -> (judge output, judge error) for every judged record up to `last_index`."""
+        out: dict[int, dict[str, tuple[str | None, str | None]]] = {}
+        while True:
+            while self._held and self._held[0][0] <= last_index:
+                index, rubric, output, error = self._held.pop(0)
+                out.setdefault(index, {})[rubric] = (output, error or None)
+            if self._held or self._batches is None:
+                return out
+            batch = next(self._batches, None)
+            if batch is None:
+                self._batches = None
+                return out
+            d = batch.to_pydict()
+            self._held = list(zip((int(i) for i in d[INDEX]), d[RUBRIC], d["output"], d["error"]))
+
+
+def _with_judgements(rows: list[RecordRow], verdicts: dict[str, _Verdicts], rubrics: list[JudgeRubric],
+                     unrated: dict[str, dict[str, int]]) -> list[RecordRow]:
+    """Each answered pair's judge scores (judge_<rubric>), read from the judge's answers; a rating
+    that cannot be read is a missing score with the reason in judge_error, never 0."""
+    if not rows:
+        return rows
+    last = rows[-1].index
+    judged = {name: v.upto(last) for name, v in verdicts.items()}
+    out = []
+    for row in rows:
+        models = {}
+        for name, answer in row.models.items():
+            if name not in verdicts or answer.output is None or answer.error is not None:
+                models[name] = answer
+                continue
+            found = judged[name].get(row.index, {})
+            scores, problems = {}, []
+            for rubric in rubrics:
+                output, error = found.get(rubric.name, (None, verdicts[name].failed or "the judge gave no answer"))
+                level, why = (None, f"the judge's call failed: {error}") if error else parse_rating(rubric, output)
+                scores[rubric.metric] = rubric.score(level) if level is not None else None
+                if level is None:
+                    problems.append(f"{rubric.name}: {why}")
+                    unrated[name][rubric.name] += 1
+            models[name] = answer.model_copy(update={"scores": {**answer.scores, **scores},
+                                                     "judge_error": "; ".join(problems) or None})
+        out.append(row.model_copy(update={"models": models}))
+    return out
+
+
+def _judge_info(config: EvaluationConfig, judges: dict[str, Run | None], unrated: dict[str, dict[str, int]]) -> JudgeInfo:
+    rubrics = rubrics_of(config.judge)
+    cost = {name: (run.summary or {}).get("estimated_cost_usd") if run is not None else None
+            for name, run in judges.items()}
+    return JudgeInfo(
+        model_id=config.judge.model_id,
+        rubrics=[JudgeRubricInfo(name=r.name, metric=r.metric, instructions=r.instructions,
+                                 scale=[[lv.definition, lv.value] for lv in r.levels], normalised=r.normalised)
+                 for r in rubrics],
+        runs={name: run.run_id for name, run in judges.items() if run is not None},
+        unrated=unrated, cost_usd=cost)
 
 
 def _int(value: Any) -> int | None:

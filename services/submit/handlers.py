@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import structlog
 
+from services.submit.evaluations import cancel_evaluation
 from shared.adapters.bedrock import BatchJobs
 from shared.adapters.queues import MAX_DELAY_S, Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
@@ -107,6 +108,9 @@ async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, que
         return
     if run.status != "CANCELLING":
         run = await store.move_run(run, "CANCELLING", cancel_requested=True)
+    if run.kind == "evaluate":
+        await cancel_evaluation(run, store=store, queues=queues)  # its jobs are its children's
+        return
     for job in await store.list_jobs(run.run_id):
         if job.status == "PENDING":
             await store.move_job(job, "CANCELLED", message="cancelled before submission")

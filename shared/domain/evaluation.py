@@ -98,6 +98,20 @@ class Rubric(_Strict):
     instructions: str | None = None
     rating_scale: list[RatingLevel] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _rubric_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must be 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return name
+
+    @field_validator("rating_scale")
+    @classmethod
+    def _two_levels(cls, scale: list[RatingLevel] | None) -> list[RatingLevel] | None:
+        if scale is not None and len(scale) < 2:
+            raise ValueError("a rating scale needs at least two levels")
+        return scale
+
     @model_validator(mode="after")
     def _custom_needs_scale(self) -> "Rubric":
         if self.name not in BUILTIN_RUBRICS and not self.rating_scale:
@@ -113,8 +127,29 @@ BUILTIN_RUBRICS = ("correctness", "completeness", "faithfulness", "helpfulness",
 
 
 class JudgeConfig(_Strict):
-    model_id: str
+    """LLM-as-judge: once every model has answered, the judge model rates each answer on each rubric
+    (a second stage of child batch runs); its scores become the metrics judge_<rubric>."""
+
+    model_id: str = Field(min_length=1, description="the judge: a foundation model id or inference profile")
     rubrics: list[Rubric] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0, "max_tokens": 256},
+                                   description="the judge's decoding parameters")
+
+    @field_validator("model_id")
+    @classmethod
+    def _judge_model(cls, model_id: str) -> str:
+        if not is_custom_arn(model_id):
+            family_of(model_id)  # an unknown family is refused with the supported ones listed
+        return model_id
+
+    @model_validator(mode="after")
+    def _unique(self) -> "JudgeConfig":
+        names = [r.name for r in self.rubrics]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rubrics: {', '.join(map(repr, twice))} named twice; give each rubric a unique name")
+        _params(self.params, "judge.params")
+        return self
 
 
 class SelectionConfig(_Strict):
@@ -176,12 +211,10 @@ class EvaluationConfig(_Strict):
         unknown = [m for m in metrics if m not in known]
         if unknown:
             raise ValueError(f"metrics: unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
-        if self.selection.primary is not None and self.selection.primary not in metrics:
+        scored = metrics + self.judge_metric_names
+        if self.selection.primary is not None and self.selection.primary not in scored:
             raise ValueError(f"selection.primary: {self.selection.primary!r} is not one of the run's metrics "
-                             f"({', '.join(metrics)})")
-        if self.judge is not None:
-            raise ValueError("judge: LLM-as-judge is not supported yet in this version of Quarry; remove the judge "
-                             "section (automatic metrics only)")
+                             f"({', '.join(scored)})")
         _params(self.params, "params")
         for i, model in enumerate(self.models):
             if model.params is not None:
@@ -195,6 +228,11 @@ class EvaluationConfig(_Strict):
         from shared.evaluation import metrics  # noqa: PLC0415 - the task presets are the scoring library's
 
         return list(metrics.PRESETS[self.task or "qa"])
+
+    @property
+    def judge_metric_names(self) -> list[str]:
+        """The judge's metrics, one per rubric: judge_<rubric> (scored by the judge stage)."""
+        return [f"judge_{r.name}" for r in self.judge.rubrics] if self.judge is not None else []
 
     @property
     def primary_metric(self) -> str:

@@ -182,6 +182,11 @@ class Run(Evolving):
     model_ids: dict[str, str] = Field(default_factory=dict)
     dataset: dict[str, Any] | None = None
     parent_run_id: str | None = None
+    # evaluate with a judge: the judge's child run ids by model name, once generation ended (None:
+    # the judge stage has not started; empty: no model had answers to judge). latency: the
+    # on-demand probe's figures by model name (n, mean_ms, p50_ms, p90_ms), measured once.
+    judges: dict[str, str] | None = None
+    latency: dict[str, dict[str, Any]] | None = None
 
     @property
     def terminal(self) -> bool:

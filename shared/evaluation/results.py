@@ -49,6 +49,9 @@ class ModelAnswer(_Frozen):
     # Metric name -> score for this record; None when missing (failed generation, or a metric
     # that could not be computed, e.g. a record without a reference).
     scores: dict[str, float | None] = Field(default_factory=dict)
+    # Why a judge score of this answer is missing ("<rubric>: <reason>; ..."): the judge's call
+    # failed, or its answer held no readable rating. None when every rubric was rated.
+    judge_error: str | None = None
 
 
 class RecordRow(_Frozen):
@@ -86,6 +89,7 @@ def record_schema(model_names: list[str], metric_names: list[str]) -> pa.Schema:
         pa.field("on_demand", pa.bool_()),
         pa.field("label", pa.string()),
         pa.field("scores", scores),
+        pa.field("judge_error", pa.string()),
     ])
     return pa.schema([
         pa.field("index", pa.int64(), nullable=False),
@@ -304,6 +308,34 @@ class ParetoPoint(_Frozen):
     on_front: bool
 
 
+class JudgeRubricInfo(_Frozen):
+    """A rubric the judge rated every answer on."""
+
+    name: str
+    # Its scores' metric name in `metrics`, per record and per model: judge_<name>.
+    metric: str
+    instructions: str
+    # [definition, value] from worst to best, as the judge saw them (numbered 1..K in its prompt).
+    scale: list[tuple[str, float]]
+    # True: a built-in rubric, scored 0..1 (the scale's worst level 0, its best 1); False: a custom
+    # rubric, scored with the chosen level's own value.
+    normalised: bool
+
+
+class JudgeInfo(_Frozen):
+    """LLM-as-judge, when the config asked for it: the second stage, after generation."""
+
+    model_id: str
+    rubrics: list[JudgeRubricInfo] = Field(default_factory=list)
+    # Model name -> the judge's child run over that model's answers.
+    runs: dict[str, str] = Field(default_factory=dict)
+    # Model name -> rubric -> answers left without a judge score (the judge's call failed or its
+    # rating could not be read): missing, never 0.
+    unrated: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # Model name -> what judging that model's answers cost (batch prices), None where unknown.
+    cost_usd: dict[str, float | None] = Field(default_factory=dict)
+
+
 class EvaluationResults(_Frozen):
     """The aggregate of one evaluation run: results.json."""
 
@@ -329,6 +361,8 @@ class EvaluationResults(_Frozen):
     comparisons: list[Comparison] = Field(default_factory=list)
     selection: Selection
     pareto: list[ParetoPoint] = Field(default_factory=list)
+    # LLM-as-judge's settings and bookkeeping; its scores are the judge_<rubric> metrics above.
+    judge: JudgeInfo | None = None
 
     def model(self, name: str) -> ModelResult:
         """The result of the model with this name (KeyError when there is none)."""

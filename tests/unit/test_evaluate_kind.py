@@ -49,7 +49,8 @@ def config(**changes):
     ({"models": [{"name": "a", "model_id": "acme.gpt-9"}]}, "models.0.model_id: model 'acme.gpt-9' belongs to no"),
     ({"selection": {"primary": "rougeL"}, "metrics": ["f1"]}, "selection.primary: 'rougeL' is not one of"),
     ({"judge": {"model_id": HAIKU, "rubrics": [{"name": "tone", "instructions": "Be kind"}]}}, "needs a rating_scale"),
-    ({"judge": {"model_id": HAIKU, "rubrics": [{"name": "correctness"}]}}, "LLM-as-judge is not supported yet"),
+    ({"judge": {"model_id": HAIKU, "rubrics": [{"name": "correctness"}]}, "selection": {"primary": "judge_tone"}},
+     "selection.primary: 'judge_tone' is not one of"),
     ({"dataset": {"uri": DATASET, "limit": 5, "sample": 5}}, "either `limit`"),
     ({"params": {"temprature": 0}}, "params: unknown field(s): temprature"),
 ])

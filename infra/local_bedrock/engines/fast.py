@@ -29,7 +29,15 @@ def count_tokens(text: str) -> int:
 
 
 class FastTextEngine:
-    """Echoes a digest of the last user turn: 'Summary: <first words> [#<hash>]'."""
+    """Echoes a digest of the last user turn: 'Summary: <first words> [#<hash>]'.
+
+    Test behaviour: a rating prompt in the shape of Quarry's LLM-as-judge prompts
+    (shared/evaluation/judge.py: a <response> section and a numbered "Rating scale:") is answered
+    with a rating derived from word overlap instead, so a judge on the fast engine gives
+    deterministic, meaningful scores: the share of the reference answer's words (the question's,
+    when there is no reference) found in the response, mapped onto the scale (none: level 1, all:
+    the top level), after a one-line explanation and as a last line "Rating: <n>".
+    """
 
     name = "fast"
 
@@ -39,9 +47,31 @@ class FastTextEngine:
     def _one(self, request: TextRequest) -> TextResult:
         prompt = _prompt(request)
         last_user = next((text for role, text in reversed(request.messages) if role == "user"), prompt)
+        rating = judge_rating(last_user)
+        if rating is not None:
+            return _finish(rating, prompt, request)
         digest = hashlib.blake2b(prompt.encode(), digest_size=4).hexdigest()
         words = _TOKEN.findall(last_user)[-40:]
         return _finish(f"Summary: {' '.join(words)} [#{digest}]", prompt, request)
+
+
+_SECTION = r"<{0}>\n(?P<text>.*?)\n</{0}>"
+_SCALE = re.compile(r"Rating scale:\n(?P<levels>(?:\d+\. [^\n]*\n?)+)")
+
+
+def judge_rating(prompt: str) -> str | None:
+    """The fast engine's answer to a judge prompt (see FastTextEngine), or None for any other prompt."""
+    response = re.search(_SECTION.format("response"), prompt, re.DOTALL)
+    scale = _SCALE.search(prompt)
+    if response is None or scale is None:
+        return None
+    levels = len(scale.group("levels").strip().splitlines())
+    reference = (re.search(_SECTION.format("reference_answer"), prompt, re.DOTALL)
+                 or re.search(_SECTION.format("question"), prompt, re.DOTALL))
+    wanted = _words(reference.group("text")) if reference is not None else frozenset()
+    share = len(wanted & _words(response.group("text"))) / len(wanted) if wanted else 0.0
+    rating = 1 + round(share * (levels - 1))
+    return f"The response holds {share:.0%} of the reference's words.\nRating: {rating}"
 
 
 def _prompt(request: TextRequest) -> str:

@@ -12,12 +12,14 @@ from typing import Any
 import structlog
 
 from services.postprocess.evaluation_outputs import EvaluationOutputs, score_evaluation
+from services.postprocess.judging import judge_dataset_uri, judge_run_id, judge_spec, stage_judging
 from services.postprocess.kinds import CollectPorts
+from services.postprocess.latency_probe import probe_latency
 from shared.adapters.queues import Outgoing, deliver
 from shared.domain.runs import Run
 from shared.errors import QuarryError
 from shared.evaluation.results import EvaluationResults
-from shared.messages import RunFinished
+from shared.messages import RunFinished, StartRun
 from shared.ondemand import invoke_records
 
 log = structlog.get_logger("quarry.postprocess")
@@ -27,15 +29,29 @@ _EMBED_CONCURRENCY = 8
 async def collect(run: Run, *, ports: CollectPorts) -> None:
     store = ports.store
     children = {name: await store.get_run(child_id) for name, child_id in run.children.items()}
+    judges = {name: await store.get_run(child_id) for name, child_id in (run.judges or {}).items()}
+    if run.status == "CANCELLING":
+        await _end_cancelled(run, children, judges, ports)
+        return
     if run.status == "RUNNING":
-        if any(child is None or not child.terminal for child in children.values()):
+        if _waiting(children):
             return  # the last child to end sends the CollectRun that finishes the evaluation
+        if run.evaluation.judge is not None and run.judges is None:
+            run = await _start_judging(run, children, ports)
+            if run.judges:
+                return  # the judge's runs report as they end, as the models' runs did
+        if _waiting(judges):
+            return
         run = await store.move_run(run, "FINALIZING")
     if run.status != "FINALIZING":
         return
+    if run.evaluation.latency_probe and run.latency is None:
+        latency = await probe_latency(run, children, runtime=ports.runtime, objects=ports.objects,
+                                      settings=ports.settings)
+        run = await store.update_run(run, latency=latency)
     embed = _embedder(run, ports, asyncio.get_running_loop())
     outputs = await asyncio.to_thread(score_evaluation, run, children, objects=ports.objects,
-                                      settings=ports.settings, embed=embed)
+                                      settings=ports.settings, embed=embed, judges=judges)
     results = outputs.results
     if run.evaluation.registry is not None and ports.registry is not None:
         await _record(run, results, outputs, ports)
@@ -48,6 +64,40 @@ async def collect(run: Run, *, ports: CollectPorts) -> None:
     await deliver(sent, queues=ports.queues, store=store)
     log.info("evaluation_finished", outcome=outcome, selection=results.selection.outcome,
              winner=results.selection.winner, recommended=results.selection.recommended)
+
+
+def _waiting(runs: dict[str, Run | None]) -> bool:
+    return any(child is None or not child.terminal for child in runs.values())
+
+
+async def _start_judging(run: Run, children: dict[str, Run | None], ports: CollectPorts) -> Run:
+    """The judge stage: each model's judge dataset staged, and the judge's child runs recorded on the
+    parent with their StartRuns in one write (a redelivery finds them recorded and starts none)."""
+    counts = await asyncio.to_thread(stage_judging, run, children, objects=ports.objects, settings=ports.settings)
+    judges = {name: judge_run_id(run.run_id, name) for name, rows in counts.items() if rows}
+    sent = [Outgoing("preprocess", StartRun(
+        run_id=judges[name], kind="batch", spec=judge_spec(run.evaluation, name),
+        input_uri=judge_dataset_uri(ports.settings, run.run_id, name), origin="child",
+        source_key=f"judge:{run.run_id}:{name}", parent_run_id=run.run_id)) for name in judges]
+    run = await ports.store.update_run(run, judges=judges, send=sent)
+    await deliver(sent, queues=ports.queues, store=ports.store)
+    log.info("evaluation_judging", models=len(judges), prompts=sum(counts.values()))
+    return run
+
+
+async def _end_cancelled(run: Run, children: dict[str, Run | None], judges: dict[str, Run | None],
+                         ports: CollectPorts) -> None:
+    """A cancelled evaluation ends once every child has (each stopped its own jobs): CANCELLED, with
+    its one RunFinished (the email) in the same write. Nothing is scored: a part of the models'
+    answers would compare them on different records."""
+    if _waiting(children) or _waiting(judges):
+        return
+    ended = ", ".join(f"{name} {child.status.lower()}" for name, child in children.items() if child is not None)
+    sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="CANCELLED"))]
+    await ports.store.move_run(run, "CANCELLED", send=sent,
+                               error="cancelled; nothing was scored" + (f" (the models' runs: {ended})" if ended else ""))
+    await deliver(sent, queues=ports.queues, store=ports.store)
+    log.info("evaluation_finished", outcome="CANCELLED")
 
 
 def evaluation_summary(results: EvaluationResults, outputs: EvaluationOutputs,
@@ -66,6 +116,8 @@ def evaluation_summary(results: EvaluationResults, outputs: EvaluationOutputs,
             "cost_usd": m.cost.total_usd, "full_batch_usd": m.cost.full_batch_usd,
             "run_id": child.run_id if child else None,
             "jobs": (child.summary or {}).get("jobs", 0) if child else 0,
+            "latency_ms": ({"p50": m.latency.p50_ms, "p90": m.latency.p90_ms, "n": m.latency.n} if m.latency else None),
+            "judge": {name: x.mean for name, x in m.metrics.items() if name.startswith("judge_")},
         }
     return {
         "kind": "evaluate", "outcome": s.outcome, "winner": s.winner, "recommended": s.recommended,

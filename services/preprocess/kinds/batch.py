@@ -51,7 +51,9 @@ async def start(run: Run, *, ports: StartPorts) -> None:
 
 
 def _staged_by_parent(run: Run, settings) -> bool:
-    return run.parent_run_id is not None and run.input_uri == layout.dataset_uri(settings, run.parent_run_id)
+    """An evaluation's child reads what its parent staged under its own prefix in the work bucket (the
+    dataset, or a judge dataset)."""
+    return run.parent_run_id is not None and run.input_uri.startswith(layout.run_prefix(settings, run.parent_run_id) + "/")
 
 
 async def _start_jobs(run: Run, staged: Staged, *, ports: StartPorts) -> None:

@@ -15,14 +15,14 @@ import uuid
 import structlog
 
 from services.preprocess.kinds import StartPorts
-from services.preprocess.outcomes import fail_run, move_unless_cancelled
+from services.preprocess.outcomes import fail_run
 from shared.adapters.queues import Outgoing, deliver
 from shared.dataplane.eval_dataset import StagedDataset, stage_dataset
 from shared.domain import layout
 from shared.domain.access import input_refusal
 from shared.domain.evaluation import CHAMPION_PREFIX, EvaluationConfig, child_spec, is_custom_arn
 from shared.domain.runs import Run
-from shared.errors import InvalidRunSpec, PermanentError
+from shared.errors import ConflictError, InvalidRunSpec, PermanentError
 from shared.messages import StartRun
 
 log = structlog.get_logger("quarry.preprocess")
@@ -58,10 +58,17 @@ async def start(run: Run, *, ports: StartPorts) -> None:
                                             parent_run_id=run.run_id))
             for name, spec in specs.items()]
     latest = await store.get_run(run.run_id)
-    if latest is None or latest.terminal:
-        return
-    await move_unless_cancelled(latest, "RUNNING", store=store, send=sent, children=children, model_ids=model_ids,
-                                total_rows=staged.used_rows, dataset=_facts(config, staged))
+    if latest is None or latest.terminal or latest.status == "CANCELLING":
+        return  # cancelled while staging: no child is started, and the cancel's collect ends it
+    try:
+        await store.move_run(latest, "RUNNING", send=sent, children=children, model_ids=model_ids,
+                             total_rows=staged.used_rows, dataset=_facts(config, staged))
+    except ConflictError:
+        again = await store.get_run(run.run_id)
+        if again is not None and again.status == "CANCELLING":
+            log.info("evaluation_cancelled_while_staging")
+            return
+        raise
     await deliver(sent, queues=queues, store=store)
     log.info("evaluation_started", models=len(children), records=staged.used_rows)
 
@@ -85,6 +92,11 @@ async def _resolve_models(config: EvaluationConfig, ports: StartPorts) -> dict[s
             except InvalidRunSpec as exc:
                 raise InvalidRunSpec(f"models.{i}.model_id: {exc}") from None
         resolved[model.name] = model_id
+    if config.judge is not None and ports.models is not None:
+        try:
+            await ports.models.check(config.judge.model_id)
+        except InvalidRunSpec as exc:
+            raise InvalidRunSpec(f"judge.model_id: {exc}") from None
     return resolved
 
 
