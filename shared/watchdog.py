@@ -116,10 +116,12 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
     jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
     models.update(job.model_id for job in jobs if job.status in JOB_HOLDS_SLOT and job.bedrock_arn)
     children_done = None
-    if run.kind == "evaluate" and run.status == "RUNNING":
-        # An evaluation has no jobs of its own: its children (watched as runs themselves) may run
-        # for hours. It is stalled only if every child has settled and it was never collected.
-        children = [await store.get_run(child_id) for child_id in run.children.values()]
+    if run.kind == "evaluate" and run.status in ("RUNNING", "CANCELLING"):
+        # An evaluation has no jobs of its own: its children (watched as runs themselves: the
+        # models' runs, then the judge's) may run for hours, and a cancelled one waits for them to
+        # stop. It is stalled only if every child has settled and it was never collected.
+        child_ids = [*run.children.values(), *(run.judges or {}).values()]
+        children = [await store.get_run(child_id) for child_id in child_ids]
         children_done = all(child is not None and child.settled for child in children)
     stall = diagnose(run, jobs, at=now(), stall_after_s=settings.stall_after_s, children_done=children_done)
     if stall is None:

@@ -279,3 +279,37 @@ async def test_an_evaluation_cancelled_while_staging_starts_no_child(settings):
 
     assert queues.to("preprocess") == [] and (await store.get_run(PARENT)).children == {}
     assert (await _collect(store, queues, objects, settings)).status == "CANCELLED"
+
+
+# --- the watchdog waits for the judge's runs and for children stopping -------------------------------------
+async def _quiet_evaluation(store: FakeStore, status: str, *, judge_status: str) -> None:
+    import datetime as dt
+
+    from shared.domain.spec import RunSpec
+
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    spec = RunSpec(model_id=NOVA, template="{{ input }}")
+    done, judging = "c" * 32, "d" * 32
+    await store.create_run(Run(run_id=done, status="SUCCEEDED", spec=spec, input_uri="s3://quarry-work/runs/x/d.jsonl",
+                               origin="child", source_key="child:a", parent_run_id=PARENT, notified_at=old,
+                               updated_at=old))
+    await store.create_run(Run(run_id=judging, status=judge_status, spec=spec, input_uri="s3://quarry-work/runs/x/j.jsonl",
+                               origin="child", source_key="judge:a", parent_run_id=PARENT, updated_at=old))
+    await store.create_run(Run(run_id=PARENT, kind="evaluate", status=status, spec=None, evaluation=config(),
+                               input_uri=DATASET, origin="cli", source_key="cli:p", children={"lite": done},
+                               judges={"lite": judging}, updated_at=old, created_at=old))
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "CANCELLING"])
+async def test_the_watchdog_leaves_an_evaluation_waiting_on_its_judge_or_a_stopping_child_alone(status, tmp_path):
+    from shared.watchdog import sweep
+
+    store, queues = FakeStore(), FakeQueues()
+    await _quiet_evaluation(store, status, judge_status="RUNNING")
+    settings = Settings(workdir=tmp_path, stall_after_s=60, max_redrives=1)
+
+    await sweep(store=store, queues=queues, bedrock=FakeBatchJobs(), settings=settings)
+
+    parent = await store.get_run(PARENT)
+    assert parent.status == status and parent.stalled is None
+    assert [m for _, m, _ in queues.sent if m.run_id == PARENT] == [], "the children are watched as runs themselves"
