@@ -26,8 +26,12 @@ _CONFLICT = {"ConditionalCheckFailedException", "TransactionCanceledException", 
 
 
 def client_config(settings: Settings) -> Config:
+    # Checksums only where S3 requires them, as botocore did before 1.36: since then it computes
+    # a CRC32 of every PutObject and UploadPart body by default, ~0.5 CPU-s per GB of job chunks
+    # here (measured against moto, 124 MB: 0.27 s of the worker's CPU with, 0.21 s without).
     return Config(region_name=settings.region, retries={"mode": "standard", "max_attempts": 5},
-                  max_pool_connections=50)
+                  max_pool_connections=50, request_checksum_calculation="when_required",
+                  response_checksum_validation="when_required")
 
 
 @contextlib.asynccontextmanager
