@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # A job of Quarry's that holds a slot but that ListModelInvocationJobs has not shown among the
     # model's active jobs for this long has ended (Bedrock lost it): poll fails it and frees its slot.
     absent_job_grace_s: int = Field(900, ge=1)
+    # A batch job with records pending whose processed count has not moved for this long is stuck
+    # (a spec's stuck_after_s overrides it); the deadline's margin, at most a tenth of a run's window;
+    # the on-demand latency assumed until one is measured (shared/domain/deadlines.py).
+    stuck_after_s: int = Field(1800, ge=1)
+    deadline_margin_s: int = Field(300, ge=0)
+    on_demand_latency_s: float = Field(2.0, gt=0)
     # Runs older than this are not watched (Bedrock's longest job timeout is 7 days).
     watch_days: int = Field(14, ge=1)
     log_level: str = "INFO"

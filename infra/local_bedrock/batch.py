@@ -197,6 +197,8 @@ class BatchRunner:
         out_bucket, out_prefix = s3io.split_uri(job.output_uri)
         out_prefix = f"{out_prefix.rstrip('/')}/" if out_prefix.strip("/") else ""
         rng = random.Random(job.job_id)
+        stall = job.faults.stall_after_fraction
+        stall_at = None if stall is None else int(total * stall)
         ended: tuple[str, str | None] | None = None
         for file in files:
             writer = s3io.OutputWriter(self._s3, out_bucket, f"{out_prefix}{job.job_id}/{file.name}.out")
@@ -205,6 +207,13 @@ class BatchRunner:
             async for number, line in s3io.lines(self._s3, file):
                 ended = ended or self._end_reason(job, budget)
                 if ended:
+                    break
+                if stall_at is not None and job.processed + len(batch) >= stall_at:
+                    if batch:
+                        await self._run_batch(job, batch, window)
+                        batch = []
+                    await self._stall(job)
+                    ended = self._end_reason(job, budget) or ("Stopped", "The job was stopped.")
                     break
                 record = _record(line, number, file)
                 record.setdefault("recordId", f"RECORD{job.processed + len(batch) + 1:010d}")
@@ -266,6 +275,14 @@ class BatchRunner:
         job.last_modified_time = utcnow()
         if self._settings.delays.per_record:
             await asyncio.sleep(self._settings.delays.per_record * len(batch))
+
+    async def _stall(self, job: Job) -> None:
+        """An injected stall: InProgress with nothing processed, until stopped or timed out."""
+        log.info("job_stalled", job_id=job.job_id, processed=job.processed)
+        try:
+            await asyncio.wait_for(self._stops[job.job_id].wait(), timeout=max(self._seconds_left(job), 0))
+        except TimeoutError:
+            pass
 
     async def _write_manifest(self, job: Job) -> None:
         bucket, prefix = s3io.split_uri(job.output_uri)

@@ -33,6 +33,9 @@ class FaultSpec(BaseModel):
     record_error_code: int = Field(500, ge=400, le=599)
     record_error_message: str = "InternalServerException: injected record failure"
     throttle_creates: int = Field(0, ge=0, description="reject this many CreateModelInvocationJob calls")
+    # The job stays InProgress once this share of its records is processed, processing nothing
+    # more (its processed count stops moving), until it is stopped or its timeout ends it.
+    stall_after_fraction: float | None = Field(None, ge=0, le=1)
     # --- wrong answers (evaluation tests) ---
     # A controlled difference between two otherwise equal models: this share of the model's answers
     # (batch records and InvokeModel/Converse calls alike) is replaced by WRONG_ANSWER. Which answers
@@ -58,8 +61,10 @@ class FaultSpec(BaseModel):
     @model_validator(mode="after")
     def _does_something(self) -> "FaultSpec":
         if (self.outcome is None and self.record_error_rate == 0 and self.throttle_creates == 0
-                and self.wrong_answer_rate == 0 and not self.is_hosting and not self.is_customization):
+                and self.wrong_answer_rate == 0 and self.stall_after_fraction is None
+                and not self.is_hosting and not self.is_customization):
             raise ValueError("a fault needs an outcome, a record_error_rate, throttle_creates, a wrong_answer_rate, "
+                             "a stall_after_fraction, "
                              "a provisioning_outcome, provisioning_seconds or throttle_provisioning, "
                              "a training_outcome, training_diverges, learn_nothing or throttle_customization_creates")
         return self
@@ -110,6 +115,7 @@ class JobFaults(BaseModel):
     record_error_code: int = 500
     record_error_message: str = ""
     wrong_answer_rate: float = 0.0
+    stall_after_fraction: float | None = None
 
     def record_fails(self, job_id: str, record_id: str) -> bool:
         """Whether this record gets an injected error; stable for a job and record."""
@@ -157,7 +163,8 @@ class FaultRegistry:
         result = JobFaults()
         for fault in list(self._faults.values()):
             spec = fault.spec
-            if (spec.outcome is None and spec.record_error_rate == 0 and spec.wrong_answer_rate == 0) \
+            if (spec.outcome is None and spec.record_error_rate == 0 and spec.wrong_answer_rate == 0
+                    and spec.stall_after_fraction is None) \
                     or fault.jobs_left == 0:
                 continue
             if not spec.matches(model_id=model_id, job_name=job_name):
@@ -171,6 +178,8 @@ class FaultRegistry:
                 result.record_error_message = spec.record_error_message
             if spec.wrong_answer_rate > 0:
                 result.wrong_answer_rate = spec.wrong_answer_rate
+            if spec.stall_after_fraction is not None:
+                result.stall_after_fraction = spec.stall_after_fraction
             if fault.jobs_left is not None:
                 fault.jobs_left -= 1
         return result

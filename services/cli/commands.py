@@ -19,7 +19,9 @@ from shared.adapters.store import RunStore
 from shared.dataplane.readers import detect_format
 from shared.dataplane.templates import check_template_syntax
 from shared.domain.access import input_refusal
+from shared.domain.estimate import describe as describe_estimate
 from shared.domain.runs import Job, Run
+from shared.domain.deadlines import stuck_jobs
 from shared.domain.spec import Profiles, SpecOverrides, resolve_spec
 from shared.errors import PermanentError
 from shared.messages import CancelRun, StartRun, new_id
@@ -34,7 +36,10 @@ async def submit(args: argparse.Namespace, *, console: Console, out: Console) ->
     params = {k: v for k, v in {"max_tokens": args.max_tokens, "temperature": args.temperature}.items() if v is not None}
     overrides = SpecOverrides(model_id=args.model_id, template=args.template, system=args.system,
                               params=params or None, output_format=args.output_format, name=args.name,
-                              invocation="Converse" if args.converse else None)
+                              invocation="Converse" if args.converse else None,
+                              dry_run=True if getattr(args, "dry_run", False) else None,
+                              budget_usd=getattr(args, "budget_usd", None), deadline=getattr(args, "deadline", None),
+                              cache=getattr(args, "cache", None))
     profile = Profiles.load(settings.profiles_path).get(args.profile) if args.profile else None
     spec = resolve_spec(profile, overrides, where="the command line")
     # Everything that can be known before an upload is checked before it.
@@ -65,6 +70,13 @@ async def submit(args: argparse.Namespace, *, console: Console, out: Console) ->
             run_id=run_id, input_uri=input_uri, spec=spec, origin="cli", source_key=f"cli:{run_id}"))
     console.print(f"run [bold]{run_id}[/] submitted")
     out.print(run_id, highlight=False)
+    if spec.dry_run:
+        # The estimate is the dry run's whole answer: wait for it (seconds: no job is created).
+        run = await _follow(run_id, settings, console)
+        estimate = (run.summary or {}).get("estimate")
+        if estimate:
+            out.print("\n".join(describe_estimate(estimate)), highlight=False, markup=False)
+        return EXIT_STATUS.get(run.status, 1)
     if args.follow:
         run = await _follow(run_id, settings, console)
         return EXIT_STATUS.get(run.status, 1)
@@ -213,12 +225,15 @@ def describe(run: Run, jobs: list[Job]) -> str:
              f"records processed: {processed:,}"]
     if run.result_uri:
         lines.append(f"results: {run.result_uri}")
-    if run.summary:
+    if run.summary and "succeeded" in run.summary:
         lines.append(f"succeeded {run.summary['succeeded']:,}, failed {run.summary['failed']:,}")
     if run.error:
         lines.append(f"error: {run.error}")
     if run.stalled and not run.terminal:
         lines.append(f"stalled: {run.stalled} (the watchdog re-drove it {run.redrives} time(s))")
+    lines += [f"stuck: {why}" for why in stuck_jobs(jobs)] if not run.terminal else []
+    if run.summary and run.summary.get("estimate") and "succeeded" not in run.summary:
+        lines += describe_estimate(run.summary["estimate"])
     return "\n".join(lines)
 
 

@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--name", help="a name for the run, shown in the email")
     submit.add_argument("--follow", action="store_true",
                         help="follow progress until the run ends; the exit status then says how it ended")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="read and render the input, count rows, jobs, on-demand records and tokens, and print "
+                             "the cost at batch and on-demand prices; no job is created")
+    submit.add_argument("--budget-usd", type=float,
+                        help="fail the run before any job if its estimated cost is over this many USD")
+    submit.add_argument("--deadline", help="finish by then: an ISO time with its zone (2025-07-01T17:00:00Z) or a "
+                                           "duration from now (90m, 2h, 1h30m); what batch has not answered by the "
+                                           "cutoff goes on demand")
+    submit.add_argument("--cache", choices=["reuse", "refresh", "off"],
+                        help="the response cache (default: reuse at temperature 0, else off)")
 
     status = commands.add_parser("status", help="recent runs, or one run's progress")
     status.add_argument("run_id", nargs="?", help="a run id (as `quarry status` lists them); none: recent runs")

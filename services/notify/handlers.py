@@ -9,6 +9,8 @@ from shared.adapters.notifications import Notifier
 from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from services.notify.evaluation_email import evaluation_email
+from services.notify.promises import promise_lines
+from shared.domain.estimate import describe as describe_estimate
 from shared.domain.runs import Run, now
 from shared.crashpoints import crash_point
 from shared.errors import PermanentError, RetryableError
@@ -81,7 +83,10 @@ def email(run: Run, outcome: str) -> tuple[str, str]:
     lines = [f"Run {run.run_id} {_HEADLINES[outcome]}.", "", f"Input:   {run.input_uri}"]
     if run.spec:
         lines.append(f"Model:   {run.spec.model_id}")
-    if summary:
+    if summary.get("estimate"):
+        heading = "Estimate (a dry run: no job was created, nothing was sent):" if summary.get("dry_run") else "Estimate:"
+        lines += ["", heading] + [f"  {line}" for line in describe_estimate(summary["estimate"])]
+    if "succeeded" in summary:
         lines += [
             f"Rows:    {summary['rows']:,} ({summary['succeeded']:,} succeeded, {summary['failed']:,} failed)",
             f"Tokens:  {summary['input_tokens']:,} in, {summary['output_tokens']:,} out",
@@ -90,6 +95,7 @@ def email(run: Run, outcome: str) -> tuple[str, str]:
             f"Jobs:    {summary['jobs']} ({summary['retried_jobs']} retried, {summary['on_demand_records']} records on demand)",
             f"Took:    {summary['duration_s']} s",
         ]
+        lines += promise_lines(summary)
     if run.result_uri:
         lines.append(f"Results: {run.result_uri}")
     if run.error:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import orjson
+import pyarrow.parquet as pq
 
 from shared.adapters.objects import SyncObjects
 from shared.adapters.response_cache import ResponseCache
@@ -20,7 +22,12 @@ from shared.dataplane.assemble import (
     AssembleSummary, ChunkResults, SourceResults, assemble, merge_results, parse_output_lines, read_output_blocks,
     source_results_of,
 )
-from shared.dataplane.prepare import record_id
+from shared.dataplane.assemble import RESULT_COLUMNS
+from shared.dataplane.checked_outputs import SchemaCheck
+from shared.dataplane.duplicates import read_duplicates
+from shared.dataplane.fan_out import FanOut
+from shared.dataplane.prepare import record_id, row_of
+from shared.domain.output_schema import OutputValidator, follow_up_body, follow_up_instruction
 from shared.dataplane.splitter import Chunk, SplitPlan
 from shared.domain import layout
 from shared.domain.bodies import Family, family_of
@@ -59,11 +66,13 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
         by_chunk.setdefault(job.index, []).append(job)
     family = family_of(run.spec.family_model)
     converse = run.spec.invocation == "Converse"
+    dup_rows, _ = read_duplicates(objects.lines(layout.duplicates_uri(settings, run.run_id)))
     for index, chunk_jobs in sorted(by_chunk.items()):
         first = next(j for j in chunk_jobs if j.attempt == 0)
         if len(chunk_jobs) > 1 or first.status == "CANCELLED" or objects.size(layout.ondemand_uri(settings, run.run_id, index)):
             continue  # retried once already
-        if first.status == "COMPLETED" and first.failed == 0 and first.processed == first.records:
+        if first.status == "COMPLETED" and first.failed == 0 and first.processed == first.records \
+                and not manifest_says_missing(first, objects):
             continue
         if first.status == "FAILED" and first.bedrock_arn is None:
             continue  # Bedrock refused to create it (a validation error): the same job would be refused again
@@ -71,14 +80,41 @@ def plan_retries(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: S
                 if result.error is None}
         # Rows answered from the response cache were never sent: nothing of theirs to retry.
         done |= set(parse_output_lines(objects.lines(layout.cached_uri(settings, run.run_id, index)), family, converse))
+        # Rows repeating an earlier row's request were never sent: the first row's answer is theirs.
+        a, b = np.searchsorted(dup_rows, [first.first_row, first.end_row])
+        done |= {record_id(row) for row in dup_rows[a:b].tolist()}
         wanted = {record_id(row) for row in range(first.first_row, first.end_row)} - done
         if not wanted:
             continue
-        if len(wanted) >= settings.min_records_per_job:
+        # With a deadline, what is missing goes on demand: a second batch job could not be sure to finish.
+        if len(wanted) >= settings.min_records_per_job and run.spec.deadline is None and first.cut_short is None:
             plan.jobs.append(_retry_job(first, wanted, objects=objects))
         else:
             plan.on_demand[index] = [record for record in _records(first, objects) if record["recordId"] in wanted]
     return plan
+
+
+def manifest_uri(job: Job) -> str | None:
+    """Where Bedrock wrote the job's manifest, `{output}/{jobId}/manifest.json.out`; None if it never ran."""
+    if job.bedrock_arn is None:
+        return None
+    return f"{job.output_uri}{job.bedrock_arn.rsplit('/', 1)[-1]}/manifest.json.out"
+
+
+def manifest_says_missing(job: Job, objects: SyncObjects) -> bool:
+    """Whether the job's manifest counts records that failed or were never processed: a Completed job
+    is treated by its counts, not its status (a manifest that cannot be read says nothing)."""
+    uri = manifest_uri(job)
+    raw = objects.read_small(uri) if uri is not None else None
+    try:
+        manifest = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(manifest, dict):
+        return False
+    total, processed = manifest.get("totalRecordCount"), manifest.get("processedRecordCount")
+    failed = manifest.get("errorRecordCount") or 0
+    return bool(failed) or (isinstance(total, int) and isinstance(processed, int) and processed < total)
 
 
 def _records(job: Job, objects: SyncObjects) -> Iterator[dict]:
@@ -104,8 +140,99 @@ def _retry_job(first: Job, wanted: set[str], *, objects: SyncObjects) -> Job:
     })
 
 
-def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings) -> tuple[str, AssembleSummary]:
-    """Join every input row to its result; write the run's one result file; its URI and counts."""
+@dataclass
+class Tally:
+    """What assembly learnt beyond the row counts, for the summary: tokens of answers from the
+    response cache and from on-demand calls, the rows fanned out, the outputs checked."""
+
+    cached_in: int = 0
+    cached_out: int = 0
+    on_demand_in: int = 0
+    on_demand_out: int = 0
+    fan_out: FanOut | None = None
+    schema: SchemaCheck | None = None
+
+
+def _schema_check(run: Run, taken: set[str]) -> SchemaCheck | None:
+    if run.spec.output_schema is None:
+        return None
+    return SchemaCheck(OutputValidator(run.spec.output_schema, run.spec.extract), taken_names=taken)
+
+
+def chunk_results(run: Run, chunk_jobs: list[Job], chunk: Chunk, *, objects: SyncObjects, settings: Settings,
+                  tally: Tally | None = None) -> ChunkResults:
+    """A chunk's results from its files in order: cached answers, each job attempt, on-demand answers."""
+    family, converse = family_of(run.spec.family_model), run.spec.invocation == "Converse"
+    cached = _source_results(layout.cached_uri(settings, run.run_id, chunk.index), chunk, objects=objects,
+                             family=family, converse=converse)
+    found = [cached]
+    found += [_source_results(uri, chunk, objects=objects, family=family, converse=converse)
+              for uri in (output_uri(job) for job in sorted(chunk_jobs, key=lambda j: j.attempt)) if uri is not None]
+    on_demand = _source_results(layout.ondemand_uri(settings, run.run_id, chunk.index), chunk, objects=objects,
+                                family=family, converse=converse)
+    found.append(on_demand)
+    if tally is not None:
+        # Cached rows are never sent elsewhere, and on-demand calls only answer rows that had none:
+        # each file's tokens are what its answers cost (error lines carry none).
+        tally.cached_in += int(cached.input_tokens.sum())
+        tally.cached_out += int(cached.output_tokens.sum())
+        tally.on_demand_in += int(on_demand.input_tokens.sum())
+        tally.on_demand_out += int(on_demand.output_tokens.sum())
+    return merge_results(chunk.end_row - chunk.first_row, found)
+
+
+def schema_follow_ups(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings) -> dict[int, list[dict]]:
+    """Per chunk not followed up yet: a follow-up record for each output that misses the run's
+    output_schema, its body the original request with the answer and the validation error added."""
+    family, converse = family_of(run.spec.family_model), run.spec.invocation == "Converse"
+    check = _schema_check(run, set())
+    by_chunk: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_chunk.setdefault(job.index, []).append(job)
+    wanted: dict[int, list[dict]] = {}
+    for chunk in _plan(run, jobs).assembly_chunks():
+        if objects.size(layout.schema_retry_uri(settings, run.run_id, chunk.index)) is not None:
+            continue  # followed up already: once only
+        merged = chunk_results(run, by_chunk.get(chunk.index, []), chunk, objects=objects, settings=settings)
+        bad = {rid: (text, problem) for rid, text, problem in check.invalid_rows(chunk.first_row, merged)}
+        records: list[dict] = []
+        if bad:
+            for body_rid, body in _request_bodies(run, by_chunk.get(chunk.index, []), chunk, set(bad),
+                                                  objects=objects, settings=settings):
+                text, problem = bad[body_rid]
+                instruction = follow_up_instruction(problem, run.spec.output_schema)
+                records.append({"recordId": body_rid,
+                                "modelInput": follow_up_body(family, converse, body, text, instruction)})
+        wanted[chunk.index] = records
+    return wanted
+
+
+def _request_bodies(run: Run, chunk_jobs: list[Job], chunk: Chunk, rids: set[str], *, objects: SyncObjects,
+                    settings: Settings) -> Iterator[tuple[str, dict]]:
+    """(recordId, modelInput) of the records named, read back from the output lines that echo them."""
+    uris = [layout.cached_uri(settings, run.run_id, chunk.index)]
+    uris += [output_uri(job) for job in chunk_jobs]
+    uris.append(layout.ondemand_uri(settings, run.run_id, chunk.index))
+    left = set(rids)
+    for uri in uris:
+        if uri is None or not left:
+            continue
+        for line in objects.lines(uri):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            rid = record.get("recordId") if isinstance(record, dict) else None
+            if rid in left and isinstance(record.get("modelInput"), dict):
+                left.discard(rid)
+                yield rid, record["modelInput"]
+
+
+def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, settings: Settings,
+                     tally: Tally | None = None) -> tuple[str, AssembleSummary]:
+    """Join every input row to its result; write the run's one result file; its URI and counts.
+    Repeated requests get their first row's answer; with an output_schema, outputs are checked and
+    typed columns added; `tally` (if given) gets what the summary says about both."""
     family = family_of(run.spec.family_model)
     converse = run.spec.invocation == "Converse"
     fmt = run.spec.output_format
@@ -119,19 +246,29 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
         for job in jobs:
             by_chunk.setdefault(job.index, []).append(job)
 
+        tally = tally if tally is not None else Tally()
+        tally.fan_out = FanOut(*read_duplicates(objects.lines(layout.duplicates_uri(settings, run.run_id))))
+        taken = set(pq.read_schema(rows_path).names) | set(RESULT_COLUMNS)
+        tally.schema = check = _schema_check(run, taken)
+
         def results_for_chunk(chunk: Chunk) -> ChunkResults:
-            uris = [layout.cached_uri(settings, run.run_id, chunk.index)]
-            uris += [output_uri(job) for job in sorted(by_chunk.get(chunk.index, []), key=lambda j: j.attempt)]
-            uris.append(layout.ondemand_uri(settings, run.run_id, chunk.index))
-            rows = chunk.end_row - chunk.first_row
-            return merge_results(rows, [_source_results(uri, chunk, objects=objects, family=family, converse=converse)
-                                        for uri in uris if uri is not None])
+            merged = chunk_results(run, by_chunk.get(chunk.index, []), chunk, objects=objects, settings=settings,
+                                   tally=tally)
+            if check is not None:
+                retried = parse_output_lines(objects.lines(layout.schema_retry_uri(settings, run.run_id, chunk.index)),
+                                             family, converse)
+                tally.on_demand_in += sum(r.input_tokens for r in retried.values())
+                tally.on_demand_out += sum(r.output_tokens for r in retried.values())
+                merged = check.apply(chunk.first_row, merged, retried)
+            if tally.fan_out:
+                merged = tally.fan_out.apply(chunk.first_row, merged)
+            return check.typed(merged) if check is not None else merged
 
         # Written straight to S3 as it is assembled: the upload overlaps the join, and an error
         # aborts it, so a result object only ever appears whole.
         with objects.writing(result_uri) as out:
             summary = assemble(rows_path, _plan(run, jobs), results_for_chunk, out_format=fmt, out_stream=out,
-                               family=family, converse=converse)
+                               family=family, converse=converse, extra_fields=check.fields if check else ())
         return result_uri, summary
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

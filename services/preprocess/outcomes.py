@@ -8,10 +8,10 @@ from shared.errors import ConflictError
 from shared.messages import RunFinished
 
 
-async def fail_run(run: Run, reason: str, *, store: RunStore, queues: Queues) -> None:
+async def fail_run(run: Run, reason: str, *, store: RunStore, queues: Queues, **changes) -> None:
     """The run FAILED with `reason`, and its RunFinished (the email, the answer event) in the same write."""
     sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))]
-    await store.move_run(run, "FAILED", error=reason, send=sent)
+    await store.move_run(run, "FAILED", error=reason, send=sent, **changes)
     await deliver(sent, queues=queues, store=store)
 
 

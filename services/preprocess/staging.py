@@ -14,7 +14,8 @@ from pathlib import Path
 
 from shared.adapters.objects import SyncObjects
 from shared.adapters.response_cache import ResponseCache
-from shared.dataplane.cached_records import cached_byte_range, rows_of_chunks, split_cached
+from shared.dataplane.cached_records import CacheSplit, cached_byte_range, rows_of_chunks, split_cached
+from shared.dataplane.duplicates import duplicates_bytes, split_duplicates
 from shared.dataplane.prepare import PrepareLimits, PrepareSpec, Prepared, prepare
 from shared.dataplane.splitter import plan_chunks
 from shared.domain import layout
@@ -29,6 +30,7 @@ class Staged:
     jobs: list[Job]
     on_demand_records: list[bytes]  # the JSONL records, when the input is below a job's minimum
     cached_records: int = 0  # rows answered from the response cache (their answers are in cached/)
+    deduplicated_records: int = 0  # rows whose request repeats an earlier row's: sent once, fanned out
 
 
 def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: ResponseCache | None = None) -> Staged:
@@ -37,28 +39,40 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
     workdir = Path(settings.workdir) / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     try:
         prepared = _prepare(run, objects=objects, settings=settings, workdir=workdir)
-        objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))
+        # A dry run reads, renders and counts, and writes nothing.
+        write = not run.spec.dry_run
+        if write:
+            objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))
         spool, plan, split = prepared.spool_path, prepared.plan, None
+        # Identical requests are sent once: repeats leave the spool, their rows get the first's answer.
+        dups = split_duplicates(prepared.spool_path, workdir=workdir)
+        if dups is not None:
+            if write:
+                objects.put(layout.duplicates_uri(settings, run.run_id), duplicates_bytes(dups))
+            spool, split = dups.spool, dups
+            plan = plan_chunks(dups.sizes, **_split_limits(run, settings))
         if cache is not None and run.spec.cache == "reuse":
             model_id = run.spec.model_id
-            split = split_cached(prepared.spool_path, model_id=model_id, known=cache.known(model_id),
+            split = split_cached(spool, model_id=model_id, known=cache.known(model_id),
                                  fetch=lambda keys: cache.get_many(model_id, keys), workdir=workdir)
             if split.cached_count:
                 spool = split.spool
                 plan = plan_chunks(split.sizes, **_split_limits(run, settings))
             else:
-                split = None
-        cached = split.cached_count if split is not None else 0
+                split = dups
+        cached = split.cached_count if isinstance(split, CacheSplit) else 0
+        deduplicated = dups.count if dups is not None else 0
         if plan.on_demand:
-            if split is not None:
+            if isinstance(split, CacheSplit) and write:
                 objects.upload_file(str(split.cached), layout.cached_uri(settings, run.run_id, 0))
-            return Staged(prepared.total_rows, [], spool.read_bytes().splitlines(), cached)
+            return Staged(prepared.total_rows, [], spool.read_bytes().splitlines(), cached, deduplicated)
         chunks = plan.chunks if split is None else rows_of_chunks(plan, split, prepared.total_rows)
         jobs = []
         for chunk in chunks:
             uri = layout.chunk_uri(settings, run.run_id, chunk.index)
-            objects.upload_range(str(spool), chunk.byte_offset, chunk.byte_length, uri)
-            if split is not None:
+            if write:
+                objects.upload_range(str(spool), chunk.byte_offset, chunk.byte_length, uri)
+            if isinstance(split, CacheSplit) and write:
                 offset, length = cached_byte_range(split, chunk.first_row, chunk.end_row)
                 if length:
                     objects.upload_range(str(split.cached), offset, length,
@@ -67,7 +81,7 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
                             model_id=run.spec.model_id, chunk_uri=uri, output_uri=layout.output_prefix(settings, run.run_id),
                             records=chunk.records, bytes=chunk.bytes, first_row=chunk.first_row,
                             end_row=chunk.end_row))
-        return Staged(prepared.total_rows, jobs, [], cached)
+        return Staged(prepared.total_rows, jobs, [], cached, deduplicated)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

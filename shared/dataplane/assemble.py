@@ -13,7 +13,7 @@ reported as such, and the caller parses it line by line instead.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
@@ -138,6 +138,8 @@ class ChunkResults:
     error: pa.Array
     input_tokens: np.ndarray
     output_tokens: np.ndarray
+    # Columns beyond the five, in assemble's extra_fields order (an output_schema's typed columns).
+    extra: tuple[pa.Array, ...] = ()
 
     def __len__(self) -> int:
         return len(self.error)
@@ -439,6 +441,7 @@ ResultsForChunk = Callable[[Chunk], "ChunkResults | Mapping[str, RecordResult] |
 def assemble(
     rows_path: Path, plan: SplitPlan, results_for_chunk: ResultsForChunk, *,
     out_format: OutFormat, out_stream: IO[bytes], family: Family, converse: bool = False,
+    extra_fields: Sequence[pa.Field] = (),
 ) -> AssembleSummary:
     """Write every input row once, with record_id, output, error and token columns added.
 
@@ -454,6 +457,8 @@ def assemble(
     schema = input_schema
     for name, typ in zip(names, (pa.string(), pa.string(), pa.string(), pa.int64(), pa.int64())):
         schema = schema.append(pa.field(name, typ))
+    for extra in extra_fields:
+        schema = schema.append(extra)
     writer = _writer(out_format, out_stream, schema)
     row_batches = _RowReader(rows_file)
     try:
@@ -506,7 +511,8 @@ def _result_arrays(first_row: int, start: int, n: int, results: ChunkResults) ->
     """The added columns of rows [first_row, first_row + n), at `start` in their chunk's results."""
     return [record_ids(first_row, n), pc.cast(results.output.slice(start, n), pa.string()),
             pc.cast(results.error.slice(start, n), pa.string()),
-            pa.array(results.input_tokens[start:start + n]), pa.array(results.output_tokens[start:start + n])]
+            pa.array(results.input_tokens[start:start + n]), pa.array(results.output_tokens[start:start + n]),
+            *(column.slice(start, n) for column in results.extra)]
 
 
 @dataclass

@@ -76,3 +76,10 @@ def is_stuck(*, processed: int, total: int, progressed_at: dt.datetime | None, n
     if total <= 0 or processed >= total or progressed_at is None:
         return False
     return (now - progressed_at).total_seconds() >= stuck_after_s
+
+
+def stuck_jobs(jobs: list) -> list[str]:
+    """A line for each job poll found stuck (Job.stuck_since), for status and the email."""
+    return [f"job {job.name}: {job.processed:,} of {job.records:,} records processed, no progress since "
+            f"{job.stuck_since.isoformat(timespec='seconds')}" + (f" ({job.cut_short})" if job.cut_short else "")
+            for job in sorted(jobs, key=lambda j: (j.index, j.attempt)) if job.stuck_since is not None]

@@ -5,6 +5,8 @@
     s3://<work>/runs/<run>/output/<bedrock job id>/...       Bedrock's output (its own layout)
     s3://<work>/runs/<run>/ondemand/chunk-<i>.jsonl          on-demand results, as Bedrock writes them
     s3://<work>/runs/<run>/cached/chunk-<i>.jsonl            answers from the response cache, the same shape
+    s3://<work>/runs/<run>/duplicates.txt                    rows repeating an earlier row's request, and which
+    s3://<work>/runs/<run>/schema-retry/chunk-<i>.jsonl      follow-up answers of outputs that missed the schema
     s3://<work>/runs/<run>/dataset.jsonl                     an evaluation's records, as its children read them
     s3://<results>/runs/<run>/results.<fmt>, summary.json    what the user gets
     s3://<results>/runs/<run>/evaluation/...                  an evaluation's records, results.json, report.html
@@ -42,6 +44,16 @@ def result_uri(settings: Settings, run_id: str, fmt: str) -> str:
 
 def cached_uri(settings: Settings, run_id: str, index: int) -> str:
     return f"{run_prefix(settings, run_id)}/cached/chunk-{index:05d}.jsonl"
+
+
+def duplicates_uri(settings: Settings, run_id: str) -> str:
+    """Which rows repeat an earlier row's request (shared/dataplane/duplicates.py)."""
+    return f"{run_prefix(settings, run_id)}/duplicates.txt"
+
+
+def schema_retry_uri(settings: Settings, run_id: str, index: int) -> str:
+    """Follow-up answers of outputs that did not match the run's output_schema, as Bedrock writes them."""
+    return f"{run_prefix(settings, run_id)}/schema-retry/chunk-{index:05d}.jsonl"
 
 
 def dataset_uri(settings: Settings, run_id: str) -> str:

@@ -124,6 +124,13 @@ class Job(Evolving):
     # Since when Bedrock has not listed the job among its active ones, once that lasted longer than
     # the grace period (submit's slot reconciliation sets it): poll then ends the job.
     absent_since: dt.datetime | None = None
+    # When the processed count last moved (poll), and since when the job has been stuck: records
+    # pending and no progress for the spec's stuck_after_s (shared/domain/deadlines.py).
+    progressed_at: dt.datetime | None = None
+    stuck_since: dt.datetime | None = None
+    # Why Quarry stopped the job itself (a deadline's cutoff, or stuck with a deadline): its missing
+    # records go on demand, never to a retry job.
+    cut_short: str | None = None
     created_at: dt.datetime = Field(default_factory=now)
     updated_at: dt.datetime = Field(default_factory=now)
 
@@ -175,6 +182,11 @@ class Run(Evolving):
     stalled: str | None = None
     # Records answered from the response cache instead of Bedrock (spec.cache reuse).
     cached_records: int = 0
+    # Rows whose request repeats an earlier row's: sent once, the answer fanned out to each.
+    deduplicated_records: int = 0
+    # A run with a deadline: one on-demand call's latency measured before its jobs start (seconds),
+    # from which poll plans the batch cutoff.
+    on_demand_latency_s: float | None = None
     # evaluate: the config; the children's run ids and resolved model ids by model name; the
     # staged dataset's facts (rows, hash, shape). A child: the evaluation it belongs to.
     evaluation: EvaluationConfig | None = None

@@ -36,7 +36,9 @@ class FastTextEngine:
     with a rating derived from word overlap instead, so a judge on the fast engine gives
     deterministic, meaningful scores: the share of the reference answer's words (the question's,
     when there is no reference) found in the response, mapped onto the scale (none: level 1, all:
-    the top level), after a one-line explanation and as a last line "Rating: <n>".
+    the top level), after a one-line explanation and as a last line "Rating: <n>". A last user turn
+    with a line "JSON: <text>" is answered with that text exactly, so runs with an output_schema
+    get outputs that validate (or, by design, do not).
     """
 
     name = "fast"
@@ -50,12 +52,16 @@ class FastTextEngine:
         rating = judge_rating(last_user)
         if rating is not None:
             return _finish(rating, prompt, request)
+        given = _JSON_LINE.search(last_user)
+        if given is not None:
+            return _finish(given.group(1).strip(), prompt, request)
         digest = hashlib.blake2b(prompt.encode(), digest_size=4).hexdigest()
         words = _TOKEN.findall(last_user)[-40:]
         return _finish(f"Summary: {' '.join(words)} [#{digest}]", prompt, request)
 
 
 _SECTION = r"<{0}>\n(?P<text>.*?)\n</{0}>"
+_JSON_LINE = re.compile(r"^JSON: (.+)$", re.MULTILINE)
 _SCALE = re.compile(r"Rating scale:\n(?P<levels>(?:\d+\. [^\n]*\n?)+)")
 
 

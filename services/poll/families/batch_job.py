@@ -6,6 +6,7 @@ from typing import Any
 
 import structlog
 
+from services.poll.families.batch_job_deadlines import watch
 from shared.adapters.bedrock import BatchJobs, BedrockJobState
 from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
@@ -28,8 +29,10 @@ async def check(cmd: CheckJob, job: Job, *, store: RunStore, bedrock: BatchJobs,
     # one wins that write, so only one loop survives.
     state = await bedrock.get(job.bedrock_arn)
     gone = await _gone(job, state, bedrock=bedrock, settings=settings)
+    # Progress, stuck and the deadline's cutoff (which stops the job): batch_job_deadlines.py.
+    promised = {} if gone or state is None else await watch(job, state, store=store, bedrock=bedrock, settings=settings)
     job = await record(job, None if gone else state, store=store, queues=queues, gone=gone,
-                       check_seq=job.check_seq + 1)
+                       check_seq=job.check_seq + 1, **promised)
     if not job.terminal:
         # Still running is a normal outcome: look again later, without holding a worker.
         await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq),
@@ -77,8 +80,14 @@ async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, qu
             "its records are salvaged from what it wrote and retried")}
     else:
         status = FROM_BEDROCK.get(state.status, job.status)
+        message = state.message
+        if status == "COMPLETED" and state.total and state.failed >= state.total:
+            # Judged by its counts, not its status: a job whose every record failed failed.
+            status = "FAILED"
+            message = (f"Bedrock reported the job Completed, but every one of its {state.total:,} records failed "
+                       f"(errorRecordCount {state.failed:,}); its records are retried once")
         progress = {"bedrock_status": state.status, "processed": state.processed, "succeeded": state.succeeded,
-                    "failed": state.failed, "message": state.message, "bedrock_arn": state.arn}
+                    "failed": state.failed, "message": message, "bedrock_arn": state.arn}
     changes = {**progress, **also}
     if status == job.status:
         if all(getattr(job, key) == value for key, value in changes.items()):

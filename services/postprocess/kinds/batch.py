@@ -7,7 +7,10 @@ import asyncio
 import orjson
 import structlog
 
-from services.postprocess.collecting import RetryPlan, assemble_results, cache_answers, plan_retries
+from services.postprocess.collecting import (
+    RetryPlan, Tally, assemble_results, cache_answers, plan_retries, schema_follow_ups,
+)
+from services.postprocess.promises import promises_summary
 from services.postprocess.kinds import CollectPorts
 from shared.adapters.bedrock import Runtime
 from shared.adapters.objects import SyncObjects
@@ -47,7 +50,7 @@ async def collect(run: Run, *, ports: CollectPorts) -> None:
     if run.status in ("RUNNING", "CANCELLING"):
         run = await store.move_run(run, "FINALIZING")
     await _finish(run, await store.list_jobs(run.run_id), store=store, queues=queues, objects=objects, settings=settings,
-                  cache=ports.cache)
+                  cache=ports.cache, runtime=runtime)
 
 
 async def _retry(run: Run, plan: RetryPlan, *, store: RunStore, queues: Queues, objects: SyncObjects,
@@ -71,8 +74,12 @@ async def _retry(run: Run, plan: RetryPlan, *, store: RunStore, queues: Queues, 
 
 
 async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, objects: SyncObjects,
-                  settings: Settings, cache: ResponseCache | None) -> None:
-    result_uri, result = await asyncio.to_thread(assemble_results, run, jobs, objects=objects, settings=settings)
+                  settings: Settings, cache: ResponseCache | None, runtime: Runtime | None = None) -> None:
+    if run.spec.output_schema is not None and runtime is not None:
+        await _follow_up_invalid_outputs(run, jobs, objects=objects, runtime=runtime, settings=settings)
+    tally = Tally()
+    result_uri, result = await asyncio.to_thread(assemble_results, run, jobs, objects=objects, settings=settings,
+                                                 tally=tally)
     if cache is not None and run.spec.cache in ("reuse", "refresh"):
         # The answers are joined: now they are worth keeping for any later run that asks the same.
         stored = await asyncio.to_thread(cache_answers, run, jobs, objects=objects, cache=cache, settings=settings)
@@ -83,7 +90,7 @@ async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, obje
         started=run.created_at, ended=now(), jobs=len(jobs), retried_jobs=sum(1 for j in jobs if j.attempt == 1),
         on_demand_records=run.on_demand_records, result_uri=result_uri,
     )
-    summary["cached_records"] = run.cached_records
+    summary.update(promises_summary(run, jobs, result, tally, ended=now()))
     outcome = outcome_of(result.rows, result.failed, run.cancel_requested)
     await asyncio.to_thread(objects.put, result_uri.rsplit("/", 1)[0] + "/summary.json",
                             orjson.dumps(summary, option=orjson.OPT_INDENT_2))
@@ -93,6 +100,20 @@ async def _finish(run: Run, jobs: list, *, store: RunStore, queues: Queues, obje
     crash_point("postprocess.after_outcome_recorded")
     await deliver(sent, queues=queues, store=store)
     log.info("run_finished", outcome=outcome, rows=result.rows, failed=result.failed)
+
+
+async def _follow_up_invalid_outputs(run: Run, jobs: list[Job], *, objects: SyncObjects, runtime: Runtime,
+                                     settings: Settings) -> None:
+    """Ask once more, on demand, for each output that missed the run's output_schema, with the
+    validation error in a follow-up turn; the answers go beside the chunk's other outputs."""
+    wanted = await asyncio.to_thread(schema_follow_ups, run, jobs, objects=objects, settings=settings)
+    for index, records in wanted.items():
+        lines = await invoke_records(records, model_id=run.spec.model_id, runtime=runtime,
+                                     concurrency=settings.on_demand_concurrency) if records else []
+        # Written even when empty: the chunk is followed up once, however often collection runs.
+        await asyncio.to_thread(objects.put, layout.schema_retry_uri(settings, run.run_id, index), b"".join(lines))
+        if records:
+            log.info("invalid_outputs_followed_up", chunk=index, records=len(records))
 
 
 def _jobs_failure(jobs: list[Job]) -> str | None:
