@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from shared.adapters.aws import async_clients, sync_client
 from shared.adapters.bedrock import BatchJobs, Runtime
+from shared.adapters.customization import Customizations
 from shared.adapters.notifications import Notifier, topic_arn
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
@@ -39,6 +40,7 @@ class Ports:
     sqs: Any
     cache: ResponseCache
     registry: Registry
+    customizations: Customizations
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +60,7 @@ async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
             sqs=aws["sqs"],
             cache=ResponseCache(s3, settings.results_bucket),
             registry=Registry(aws["dynamodb"], settings.table),
+            customizations=Customizations(aws["bedrock"], role_arn=settings.bedrock_role_arn),
         )
 
 
@@ -90,7 +93,8 @@ async def _serve(worker: str, inbox: TypeAdapter, wire: Callable[[Ports], Any], 
         )
         consumer.install_signal_handlers()
         # Every worker runs the watchdog (one at a time, by lease), so it lives while any worker does.
-        watchdog = asyncio.create_task(watch(store=ports.store, queues=ports.queues, bedrock=ports.batch_jobs,
+        watchdog = asyncio.create_task(watch(customizations=ports.customizations, store=ports.store,
+                                             queues=ports.queues, bedrock=ports.batch_jobs,
                                              settings=settings, worker=worker))
         try:
             await consumer.run()

@@ -14,6 +14,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from shared.domain.evolving import Evolving
+from shared.domain.customization import CustomizationSpec
 from shared.domain.evaluation import EvaluationConfig
 from shared.domain.spec import RunSpec, SpecOverrides
 
@@ -51,10 +52,13 @@ class StartRun(Message):
     source_key: str
     # The request event's request_id, echoed on the run's answer event.
     request_id: str | None = None
-    kind: Literal["batch", "evaluate"] = "batch"
+    kind: Literal["batch", "evaluate", "customize"] = "batch"
     evaluation: EvaluationConfig | None = None
     # A child run of an evaluation: the parent, which it reports to instead of emailing.
     parent_run_id: str | None = None
+    # customize: the spec, and whether to stop after the pre-flight (quarry customize --validate-only).
+    customization: CustomizationSpec | None = None
+    validate_only: bool = False
 
 
 class SubmitJob(Message):
@@ -181,6 +185,53 @@ class EvaluationRequested(_Envelope):
     detail: Any
 
 
+class CustomizationRequest(BaseModel):
+    """A customization requested by another system: the spec inline, or where it is in S3."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: dict[str, Any] | None = None
+    spec_uri: str | None = Field(None, pattern=r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]/.+", max_length=1100)
+    validate_only: bool = False
+    request_id: str | None = Field(None, min_length=1, max_length=REQUEST_ID_MAX,
+                                   description="idempotency key; defaults to the event id")
+
+
+class CustomizationRequested(_Envelope):
+    """'Quarry Customization Requested' on Quarry's bus, from any system; consumed by preprocess. As
+    with BatchRequested, the detail is validated by the handler so a bad one is answered, not parked."""
+
+    detail_type: Literal["Quarry Customization Requested"] = Field(alias="detail-type")
+    detail: Any
+
+
+class _CustomizationJobDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    jobName: str
+    jobArn: str
+    jobStatus: str
+    failureMessage: str | None = None
+
+
+class CustomizationJobStateChanged(_Envelope):
+    """Bedrock's 'Model Customization Job State Change' (best-effort delivery); consumed by poll."""
+
+    detail_type: Literal["Model Customization Job State Change"] = Field(alias="detail-type")
+    detail: _CustomizationJobDetail
+
+
+class HostingSwept(Message):
+    """The watchdog's hosting sweeper deleted a hosting Quarry had left (its run over or lost, or
+    older than its time-to-live); consumed by notify, which emails about it once."""
+
+    type: Literal["HostingSwept"] = "HostingSwept"
+    hosting_arn: str
+    hosting_name: str
+    reason: str
+    hourly_usd: float | None = None
+
+
 class _BedrockJobDetail(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -210,8 +261,8 @@ def _union(*members: type[BaseModel]) -> TypeAdapter:
 
 
 # One union per queue: what each worker accepts.
-PREPROCESS_INBOX = _union(StartRun, S3ObjectCreated, BatchRequested, EvaluationRequested)
+PREPROCESS_INBOX = _union(StartRun, S3ObjectCreated, BatchRequested, EvaluationRequested, CustomizationRequested)
 SUBMIT_INBOX = _union(SubmitJob, CancelRun)
-POLL_INBOX = _union(CheckJob, BedrockJobStateChanged)
+POLL_INBOX = _union(CheckJob, BedrockJobStateChanged, CustomizationJobStateChanged)
 POSTPROCESS_INBOX = _union(CollectRun)
-NOTIFY_INBOX = _union(RunFinished)
+NOTIFY_INBOX = _union(RunFinished, HostingSwept)

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # A job of Quarry's that holds a slot but that ListModelInvocationJobs has not shown among the
     # model's active jobs for this long has ended (Bedrock lost it): poll fails it and frees its slot.
     absent_job_grace_s: int = Field(900, ge=1)
+    # customize: the hours of hosting the cost estimate counts for the gate; how long a hosting Quarry
+    # made may live unkept before the watchdog's sweeper deletes it (its run over, lost or stuck).
+    gate_hosting_hours: float = Field(1.0, gt=0)
+    hosting_ttl_s: int = Field(6 * 3600, ge=60)
     # A batch job with records pending whose processed count has not moved for this long is stuck
     # (a spec's stuck_after_s overrides it); the deadline's margin, at most a tenth of a run's window;
     # the on-demand latency assumed until one is measured (shared/domain/deadlines.py).

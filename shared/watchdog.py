@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from shared.adapters.bedrock import BatchJobs
+from shared.adapters.customization import Customizations
+from shared.hosting_sweeper import sweep_hosting
 from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from shared.domain.runs import JOB_HOLDS_SLOT, Job, Run, now
@@ -46,18 +48,21 @@ class Sweep:
     redriven: dict[str, str] = field(default_factory=dict)  # run_id -> why
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
     lost: list[str] = field(default_factory=list)  # names of jobs Bedrock stopped listing, marked now
+    hosting_deleted: list[str] = field(default_factory=list)  # ARNs of hosting the sweeper deleted
 
 
-async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings, worker: str) -> None:
+async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings, worker: str,
+                customizations: Customizations | None = None) -> None:
     """Sweep every `watchdog_interval_s` while holding the lease; until cancelled."""
     holder = f"{worker}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     while True:
         try:
             if await store.take_lease(LEASE, holder, settings.watchdog_interval_s * 3):
-                done = await sweep(store=store, queues=queues, bedrock=bedrock, settings=settings)
-                if done.relayed or done.redriven or done.failed or done.lost:
+                done = await sweep(store=store, queues=queues, bedrock=bedrock, settings=settings,
+                                   customizations=customizations)
+                if done.relayed or done.redriven or done.failed or done.lost or done.hosting_deleted:
                     log.info("watchdog_swept", relayed=done.relayed, redriven=len(done.redriven),
-                             failed=len(done.failed), lost=len(done.lost))
+                             failed=len(done.failed), lost=len(done.lost), hosting_deleted=len(done.hosting_deleted))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
@@ -65,7 +70,8 @@ async def watch(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings
         await asyncio.sleep(settings.watchdog_interval_s)
 
 
-async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings) -> Sweep:
+async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings,
+                customizations: Customizations | None = None) -> Sweep:
     done = Sweep()
     done.relayed = await _relay(store, queues, settings)
     models: set[str] = set()
@@ -76,6 +82,12 @@ async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings
         except ConflictError:
             continue  # a worker moved it meanwhile: that is progress; look again next sweep
     done.lost = await _reconcile_slots(models, store=store, bedrock=bedrock, settings=settings)
+    if customizations is not None:
+        try:  # every Quarry hosting not kept whose run is over, lost or past its TTL (shared/hosting_sweeper.py)
+            done.hosting_deleted = await sweep_hosting(store=store, queues=queues, customizations=customizations,
+                                                       settings=settings)
+        except QuarryError as exc:
+            log.warning("hosting_not_swept", reason=str(exc))
     return done
 
 
@@ -114,7 +126,8 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
         done.failed[run.run_id] = error
         return
     jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
-    models.update(job.model_id for job in jobs if job.status in JOB_HOLDS_SLOT and job.bedrock_arn)
+    models.update(job.model_id for job in jobs
+                  if job.status in JOB_HOLDS_SLOT and job.bedrock_arn and job.family == "batch_job")
     children_done = None
     if run.kind == "evaluate" and run.status in ("RUNNING", "CANCELLING"):
         # An evaluation has no jobs of its own: its children (watched as runs themselves: the
@@ -160,11 +173,12 @@ def diagnose(run: Run, jobs: list[Job], *, at: dt.datetime, stall_after_s: int,
         return None
     if run.status == "PREPARING":
         # Staging a large input writes nothing for minutes: give it longer before a second try.
-        if quiet(run, 3) and (run.spec is not None or run.evaluation is not None):
+        if quiet(run, 3) and (run.spec is not None or run.evaluation is not None or run.customization is not None):
             return ("preprocess never finished preparing it",
                     [Outgoing("preprocess", StartRun(run_id=run.run_id, input_uri=run.input_uri, spec=run.spec,
                                                      origin=run.origin, source_key=run.source_key, kind=run.kind,
                                                      evaluation=run.evaluation, parent_run_id=run.parent_run_id,
+                                                     customization=run.customization, validate_only=run.validate_only,
                                                      request_id=run.request_id))])
         return None
     if children_done is not None:
@@ -202,8 +216,8 @@ async def fail_run(run: Run, error: str, *, store: RunStore, queues: Queues, bed
         try:
             if job.status == "PENDING":
                 await store.move_job(job, "CANCELLED", message="the run failed before it was submitted")
-            elif job.status in JOB_HOLDS_SLOT and job.bedrock_arn:
-                await bedrock.stop(job.bedrock_arn)
+            elif job.status in JOB_HOLDS_SLOT and job.bedrock_arn and job.family == "batch_job":
+                await bedrock.stop(job.bedrock_arn)  # a hosting is deleted by the sweeper, once the run is over
         except QuarryError as exc:  # submit or poll may be moving it too; they end it either way
             log.warning("job_not_stopped", run_id=run.run_id, job_key=job.job_key, reason=str(exc))
 

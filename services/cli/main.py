@@ -87,6 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     show = registry_commands.add_parser("show", help="a group's evaluated models with their scores")
     show.add_argument("group", help="the registry group")
 
+    customize = commands.add_parser(
+        "customize", help="fine-tune a model from a spec: pre-flight, job, hosting, and a gate against the base",
+        description="Start a customization run. SPEC is a YAML or JSON customization spec (a local file or s3://).")
+    customize.add_argument("spec", help="the customization spec (YAML or JSON), a local path or s3://bucket/key")
+    customize.add_argument("--validate-only", action="store_true",
+                           help="run only the pre-flight (every record checked, cost against budget): no job")
+    customize.add_argument("--follow", action="store_true",
+                           help="follow it until it ends and print the verdict; exit 0 only if the model was kept")
+
+    hosting = commands.add_parser("hosting", help="the provisioned throughput and deployments Quarry made")
+    hosting_commands = hosting.add_subparsers(dest="hosting_command", required=True, metavar="COMMAND")
+    hosting_commands.add_parser("list", help="every Quarry hosting Bedrock has, its run, whether kept, its cost")
+    delete = hosting_commands.add_parser("delete", help="delete a hosting (stops its billing)")
+    delete.add_argument("arn", help="the provisioned throughput or deployment ARN")
+
     mail = commands.add_parser("mail", help="the emails the local stack's SMTP sink received")
     mail.add_argument("--last", type=int, default=5, help="how many of the latest emails to show (default 5)")
 
@@ -110,11 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         _use_local_stack_if_unset()
         from services.cli import commands
 
-        from services.cli import evaluations
+        from services.cli import customizations, evaluations
 
         handler = {"submit": commands.submit, "status": commands.status, "results": commands.results,
                    "cancel": commands.cancel, "mail": commands.mail, "evaluate": evaluations.evaluate,
-                   "registry": evaluations.registry}[args.command]
+                   "registry": evaluations.registry, "customize": customizations.customize,
+                   "hosting": customizations.hosting}[args.command]
         code = asyncio.run(handler(args, console=console, out=out))
     except QuarryError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")

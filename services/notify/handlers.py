@@ -8,6 +8,7 @@ import structlog
 from shared.adapters.notifications import Notifier
 from shared.adapters.queues import Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
+from services.notify.customization_email import customization_email
 from services.notify.evaluation_email import evaluation_email
 from services.notify.promises import promise_lines
 from shared.domain.estimate import describe as describe_estimate
@@ -48,14 +49,15 @@ async def run_finished(event: RunFinished, *, store: RunStore, notifier: Notifie
     notification_id = uuid.uuid5(uuid.NAMESPACE_URL, f"quarry:{run.run_id}:{event.outcome}").hex
     if run.emailed_at is None:
         run = await _claim(run, notification_id, store=store)
-        subject, body = (evaluation_email if run.kind == "evaluate" else email)(run, event.outcome)
+        subject, body = {"evaluate": evaluation_email, "customize": customization_email}.get(run.kind, email)(
+            run, event.outcome)
         # The id also ends the body: mail filters (and the local sink, since moto's HTTP delivery
         # drops message attributes) can drop a copy a crash-and-retry sends.
         body += f"\n\n{NOTIFICATION_ID_LINE}{notification_id}"
         await notifier.email(subject, body, notification_id=notification_id)
         crash_point("notify.after_email_sent")
         run = await store.update_run(run, emailed_at=now())
-    what = "Evaluation" if run.kind == "evaluate" else "Run"
+    what = {"evaluate": "Evaluation", "customize": "Customization"}.get(run.kind, "Run")
     detail_type = f"Quarry {what} Completed" if event.outcome in ("SUCCEEDED", "PARTIAL") else f"Quarry {what} Failed"
     await notifier.event(detail_type, {"run_id": run.run_id, "outcome": event.outcome, "input_uri": run.input_uri,
                                        "result_uri": run.result_uri, "summary": run.summary, "error": run.error,

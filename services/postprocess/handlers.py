@@ -7,6 +7,7 @@ import structlog
 
 from services.postprocess.kinds import COLLECTORS, CollectPorts
 from shared.adapters.bedrock import Runtime
+from shared.adapters.customization import Customizations
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
 from shared.adapters.registry import Registry
@@ -20,7 +21,8 @@ log = structlog.get_logger("quarry.postprocess")
 
 
 async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objects: SyncObjects, runtime: Runtime,
-                      settings: Settings, cache: ResponseCache | None = None, registry: Registry | None = None) -> None:
+                      settings: Settings, cache: ResponseCache | None = None, registry: Registry | None = None,
+                      customizations: Customizations | None = None) -> None:
     run = await store.get_run(cmd.run_id)
     if run is None or run.terminal or run.status == "PREPARING":
         return
@@ -37,4 +39,4 @@ async def collect_run(cmd: CollectRun, *, store: RunStore, queues: Queues, objec
             return
         await COLLECTORS[run.kind](run, ports=CollectPorts(store=store, queues=queues, objects=objects,
                                                            runtime=runtime, settings=settings, cache=cache,
-                                                           registry=registry))
+                                                           registry=registry, customizations=customizations))

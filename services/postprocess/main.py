@@ -11,7 +11,7 @@ from shared.messages import POSTPROCESS_INBOX, CollectRun
 def wire(p: Ports):
     return by_type({CollectRun: partial(collect_run, store=p.store, queues=p.queues, objects=p.objects,
                                         runtime=p.runtime, settings=p.settings, cache=p.cache,
-                                        registry=p.registry)})
+                                        registry=p.registry, customizations=p.customizations)})
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import uuid
 import structlog
 from pydantic import ValidationError
 
+from services.preprocess.customizations import customization_dropped, is_customization
 from services.preprocess.kinds import STARTERS, StartPorts
 from services.preprocess.models import ModelCatalog
 from services.preprocess.outcomes import fail_run
@@ -16,6 +17,7 @@ from shared.adapters.registry import Registry
 from shared.adapters.response_cache import ResponseCache
 from shared.adapters.store import RunStore
 from shared.adapters.bedrock import Runtime
+from shared.adapters.customization import Customizations
 from shared.domain.access import input_refusal
 from shared.domain.evaluation import parse_config
 from shared.domain.runs import Run
@@ -35,8 +37,14 @@ SIDECAR_SUFFIX = ".spec.json"
 
 async def object_created(event: S3ObjectCreated, *, profiles: Profiles, objects: SyncObjects, store: RunStore,
                          queues: Queues, runtime: Runtime, settings: Settings, models: ModelCatalog | None = None,
-                         cache: ResponseCache | None = None, registry: Registry | None = None) -> None:
+                         cache: ResponseCache | None = None, registry: Registry | None = None,
+                         customizations: Customizations | None = None) -> None:
     bucket = event.detail.bucket.name
+    if any(is_customization(key) for key in event.detail.object.candidate_keys()):
+        await customization_dropped(event, objects=objects, store=store, queues=queues, runtime=runtime,
+                                    settings=settings, models=models, cache=cache, registry=registry,
+                                    customizations=customizations)
+        return
     if any(_is_evaluation(key) for key in event.detail.object.candidate_keys()):
         await _evaluation_dropped(event, objects=objects, store=store, queues=queues, runtime=runtime,
                                   settings=settings, models=models, cache=cache, registry=registry)
@@ -111,11 +119,12 @@ async def batch_requested(event: BatchRequested, *, profiles: Profiles, objects:
 
 async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: SyncObjects, runtime: Runtime,
                     settings: Settings, models: ModelCatalog | None = None, cache: ResponseCache | None = None,
-                    registry: Registry | None = None) -> None:
+                    registry: Registry | None = None, customizations: Customizations | None = None) -> None:
     """Record the run (once per source) and start it as its kind starts (services/preprocess/kinds)."""
     run_id = await store.create_run(Run(run_id=cmd.run_id, kind=cmd.kind, spec=cmd.spec, evaluation=cmd.evaluation,
                                         input_uri=cmd.input_uri, origin=cmd.origin, source_key=cmd.source_key,
-                                        request_id=cmd.request_id, parent_run_id=cmd.parent_run_id))
+                                        request_id=cmd.request_id, parent_run_id=cmd.parent_run_id,
+                                        customization=cmd.customization, validate_only=cmd.validate_only))
     if run_id != cmd.run_id:
         log.info("duplicate_start_ignored", source_key=cmd.source_key, existing_run_id=run_id)
         return
@@ -137,7 +146,7 @@ async def start_run(cmd: StartRun, *, store: RunStore, queues: Queues, objects: 
             return
         await STARTERS[run.kind](run, ports=StartPorts(store=store, queues=queues, objects=objects, runtime=runtime,
                                                         settings=settings, models=models, cache=cache,
-                                                        registry=registry))
+                                                        registry=registry, customizations=customizations))
 
 
 def run_id_of(source_key: str) -> str:
@@ -155,7 +164,8 @@ async def reject(input_uri: str, source_key: str, origin: str, reason: str, *, s
     run = await store.get_run(run_id)
     # spec None: only the run this reject made (or a crashed attempt of it), never a run that a
     # valid start of the same source made and is staging now.
-    if run is not None and run.status == "PREPARING" and run.spec is None and run.evaluation is None:
+    if (run is not None and run.status == "PREPARING" and run.spec is None and run.evaluation is None
+            and run.customization is None):
         await fail_run(run, reason, store=store, queues=queues)
 
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from functools import partial
 
+from services.preprocess.customizations import customization_requested
 from services.preprocess.handlers import batch_requested, evaluation_requested, object_created, start_run
 from services.preprocess.models import ModelCatalog
 from shared.bootstrap import Ports, by_type, run_worker
 from shared.domain.spec import Profiles
-from shared.messages import PREPROCESS_INBOX, BatchRequested, EvaluationRequested, S3ObjectCreated, StartRun
+from shared.messages import (
+    PREPROCESS_INBOX, BatchRequested, CustomizationRequested, EvaluationRequested, S3ObjectCreated, StartRun,
+)
 
 
 def wire(p: Ports):
@@ -16,10 +19,11 @@ def wire(p: Ports):
     common = dict(store=p.store, queues=p.queues, objects=p.objects, runtime=p.runtime, settings=p.settings,
                   models=models, cache=p.cache, registry=p.registry)
     return by_type({
-        StartRun: partial(start_run, **common),
-        S3ObjectCreated: partial(object_created, profiles=profiles, **common),
+        StartRun: partial(start_run, **common, customizations=p.customizations),
+        S3ObjectCreated: partial(object_created, profiles=profiles, **common, customizations=p.customizations),
         BatchRequested: partial(batch_requested, profiles=profiles, **common),
         EvaluationRequested: partial(evaluation_requested, **common),
+        CustomizationRequested: partial(customization_requested, **common, customizations=p.customizations),
     })
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import structlog
 
+from services.submit import families
 from services.submit.evaluations import cancel_evaluation
+from shared.adapters.customization import Customizations
 from shared.adapters.bedrock import BatchJobs
 from shared.adapters.queues import MAX_DELAY_S, Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
@@ -16,11 +18,15 @@ from shared.settings import Settings
 log = structlog.get_logger("quarry.submit")
 
 
-async def submit_job(cmd: SubmitJob, *, store: RunStore, bedrock: BatchJobs, queues: Queues, settings: Settings) -> None:
+async def submit_job(cmd: SubmitJob, *, store: RunStore, bedrock: BatchJobs, queues: Queues, settings: Settings,
+                     customizations: Customizations | None = None) -> None:
     job = await _job(store, cmd.run_id, cmd.job_key)
     if cmd.seq is not None and cmd.seq != job.submit_seq:
         log.info("stale_submit_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.submit_seq)
         return  # a duplicate of an admission loop that has moved on: the live one carries the job
+    if job.family != "batch_job":  # customization jobs and hosting (services/submit/families)
+        await families.submit(job, store=store, queues=queues, settings=settings, customizations=customizations)
+        return
     run = await store.get_run(cmd.run_id)
     if job.status == "PENDING" and (run is None or run.terminal or run.status == "CANCELLING"):
         reason = "cancelled before submission" if run is None or run.cancel_requested else f"the run {run.status.lower()}"
@@ -99,7 +105,8 @@ async def _admit(job: Job, *, store: RunStore, bedrock: BatchJobs, settings: Set
     return admitted
 
 
-async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:
+async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
+                     customizations: Customizations | None = None) -> None:
     run = await store.get_run(cmd.run_id)
     if run is None:
         raise PermanentError(f"no run {cmd.run_id}")
@@ -110,6 +117,9 @@ async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, que
         run = await store.move_run(run, "CANCELLING", cancel_requested=True)
     if run.kind == "evaluate":
         await cancel_evaluation(run, store=store, queues=queues)  # its jobs are its children's
+        return
+    if run.kind == "customize":
+        await families.cancel_customization(run, store=store, queues=queues, customizations=customizations)
         return
     for job in await store.list_jobs(run.run_id):
         if job.status == "PENDING":

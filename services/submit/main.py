@@ -10,8 +10,10 @@ from shared.messages import SUBMIT_INBOX, CancelRun, SubmitJob
 
 def wire(p: Ports):
     return by_type({
-        SubmitJob: partial(submit_job, store=p.store, bedrock=p.batch_jobs, queues=p.queues, settings=p.settings),
-        CancelRun: partial(cancel_run, store=p.store, bedrock=p.batch_jobs, queues=p.queues),
+        SubmitJob: partial(submit_job, store=p.store, bedrock=p.batch_jobs, queues=p.queues, settings=p.settings,
+                           customizations=p.customizations),
+        CancelRun: partial(cancel_run, store=p.store, bedrock=p.batch_jobs, queues=p.queues,
+                           customizations=p.customizations),
     })
 
 

@@ -13,15 +13,18 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from shared.domain.customization import CustomizationSpec
 from shared.domain.evaluation import EvaluationConfig
 from shared.domain.evolving import Evolving
 from shared.domain.spec import RunSpec
 
 # batch: one spec over one input. evaluate: a parent over one child batch run per model, scored
 # together when every child has ended (its children are batch runs with parent_run_id set).
-RunKind = Literal["batch", "evaluate"]
-# What a job drives on Bedrock: a batch inference job (customization jobs and hosting come next).
-JobFamily = Literal["batch_job"]
+# customize: a customization job, then its hosting, then a gate (an evaluate child run).
+RunKind = Literal["batch", "evaluate", "customize"]
+# What a job drives on Bedrock: a batch inference job, a model customization job, or the hosting
+# (provisioned throughput or custom model deployment) of a custom model.
+JobFamily = Literal["batch_job", "customization_job", "hosting"]
 RunStatus = Literal["PREPARING", "RUNNING", "FINALIZING", "CANCELLING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
 JobStatus = Literal["PENDING", "SUBMITTING", "SUBMITTED", "RUNNING", "COMPLETED", "PARTIAL", "FAILED", "STOPPED",
                     "EXPIRED", "CANCELLED"]
@@ -131,6 +134,12 @@ class Job(Evolving):
     # Why Quarry stopped the job itself (a deadline's cutoff, or stuck with a deadline): its missing
     # records go on demand, never to a retry job.
     cut_short: str | None = None
+    # customization_job: the custom model it made and its last losses. hosting: provisioned or
+    # deployment (its name is the job's name, so a crash before its ARN was kept still finds it).
+    custom_model_arn: str | None = None
+    training_loss: float | None = None
+    validation_loss: float | None = None
+    hosting_kind: str | None = None
     created_at: dt.datetime = Field(default_factory=now)
     updated_at: dt.datetime = Field(default_factory=now)
 
@@ -199,6 +208,13 @@ class Run(Evolving):
     # on-demand probe's figures by model name (n, mean_ms, p50_ms, p90_ms), measured once.
     judges: dict[str, str] | None = None
     latency: dict[str, dict[str, Any]] | None = None
+    # customize: the spec; only the pre-flight (no job) when validate_only; the pre-flight's figures
+    # (report URIs, counts, hashes, cost); the gate's verdict; the loss curve [[step, loss], ...].
+    customization: CustomizationSpec | None = None
+    validate_only: bool = False
+    preflight: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    loss_curve: list[list[float]] = Field(default_factory=list)
 
     @property
     def terminal(self) -> bool:

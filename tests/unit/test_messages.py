@@ -9,7 +9,7 @@ from shared.domain.spec import resolve_spec
 from shared.errors import InvalidRunSpec
 from shared.messages import (
     NOTIFY_INBOX, POLL_INBOX, POSTPROCESS_INBOX, PREPROCESS_INBOX, SUBMIT_INBOX, BatchRequest, BatchRequested,
-    BedrockJobStateChanged, CancelRun, CheckJob, CollectRun, EvaluationRequested, RunFinished, S3ObjectCreated, StartRun, SubmitJob,
+    BedrockJobStateChanged, CancelRun, CustomizationJobStateChanged, CustomizationRequested, HostingSwept, CheckJob, CollectRun, EvaluationRequested, RunFinished, S3ObjectCreated, StartRun, SubmitJob,
 )
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -25,7 +25,7 @@ START_RUN = {
              "name": "reviews", "cache": "off", "dry_run": False, "budget_usd": None, "deadline": None,
              "stuck_after_s": None, "output_schema": None, "extract": "first_object", "base_model_id": None},
     "origin": "cli", "source_key": f"cli:{RUN_ID}", "request_id": None,
-    "kind": "batch", "evaluation": None, "parent_run_id": None,
+    "kind": "batch", "evaluation": None, "parent_run_id": None, "customization": None, "validate_only": False,
 }
 SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
               "job_key": "00003-0", "seq": 2}
@@ -61,6 +61,26 @@ EVALUATION_REQUESTED = {
     "resources": [],
     "detail": {"config_uri": "s3://quarry-inputs/evaluations/trivia.yaml", "request_id": "eval-7"},
 }
+CUSTOMIZATION_REQUESTED = {
+    "version": "0", "id": "3f1e6b0a-2c4d-4e8f-9a7b-5d6c1e2f3a4b", "detail-type": "Quarry Customization Requested",
+    "source": "com.example.mlops", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": [],
+    "detail": {"spec_uri": "s3://quarry-inputs/customizations/support.yaml", "request_id": "tune-3"},
+}
+# As the Bedrock user guide's EventBridge example shows it.
+CUSTOMIZATION_JOB_STATE_CHANGED = {
+    "version": "0", "id": "b2c3d4e5-6789-01ab-cdef-EXAMPLE22222", "detail-type": "Model Customization Job State Change",
+    "source": "aws.bedrock", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
+    "resources": ["arn:aws:bedrock:us-east-1:123456789012:model-customization-job/amazon.nova-micro-v1:0/abcdefgh"],
+    "detail": {"version": "0.0", "jobName": f"quarry-{RUN_ID}-customization",
+               "jobArn": "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/amazon.nova-micro-v1:0/abcdefgh",
+               "outputModelName": "support-v1", "outputModelArn": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x",
+               "roleArn": "arn:aws:iam::123456789012:role/quarry-bedrock-batch", "jobStatus": "Completed",
+               "customizationType": "FINE_TUNING", "baseModelArn": "arn:aws:bedrock:us-east-1::foundation-model/x"},
+}
+HOSTING_SWEPT = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "HostingSwept",
+                 "hosting_arn": "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc",
+                 "hosting_name": f"quarry-{RUN_ID}-hosting", "reason": "its run failed", "hourly_usd": 14.5}
 BEDROCK_JOB_STATE_CHANGED = {
     "version": "0", "id": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111", "detail-type": "Batch Inference Job State Change",
     "source": "aws.bedrock", "account": "123456789012", "time": "2024-11-12T00:00:00Z", "region": "us-east-1",
@@ -83,6 +103,9 @@ BEDROCK_JOB_STATE_CHANGED = {
     (POLL_INBOX, BEDROCK_JOB_STATE_CHANGED, BedrockJobStateChanged),
     (POSTPROCESS_INBOX, COLLECT_RUN, CollectRun),
     (NOTIFY_INBOX, RUN_FINISHED, RunFinished),
+    (PREPROCESS_INBOX, CUSTOMIZATION_REQUESTED, CustomizationRequested),
+    (POLL_INBOX, CUSTOMIZATION_JOB_STATE_CHANGED, CustomizationJobStateChanged),
+    (NOTIFY_INBOX, HOSTING_SWEPT, HostingSwept),
 ], ids=lambda value: value.__name__ if isinstance(value, type) else None)
 def test_given_example_json_when_its_queue_parses_it_then_it_is_the_right_message(inbox, example, message_type):
     message = inbox.validate_json(orjson.dumps(example))
@@ -90,12 +113,13 @@ def test_given_example_json_when_its_queue_parses_it_then_it_is_the_right_messag
     assert type(message) is message_type
 
 
-@pytest.mark.parametrize("example", [START_RUN, SUBMIT_JOB, CANCEL_RUN, CHECK_JOB, COLLECT_RUN, RUN_FINISHED],
+@pytest.mark.parametrize("example", [START_RUN, SUBMIT_JOB, CANCEL_RUN, CHECK_JOB, COLLECT_RUN, RUN_FINISHED,
+                                     HOSTING_SWEPT],
                          ids=lambda example: example["type"])
 def test_given_one_of_quarrys_messages_when_serialized_then_it_is_exactly_the_pinned_json(example):
     message = {"StartRun": PREPROCESS_INBOX, "SubmitJob": SUBMIT_INBOX, "CancelRun": SUBMIT_INBOX,
                "CheckJob": POLL_INBOX, "CollectRun": POSTPROCESS_INBOX,
-               "RunFinished": NOTIFY_INBOX}[example["type"]].validate_python(example)
+               "RunFinished": NOTIFY_INBOX, "HostingSwept": NOTIFY_INBOX}[example["type"]].validate_python(example)
 
     assert orjson.loads(message.model_dump_json()) == example
 

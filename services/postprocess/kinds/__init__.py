@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from shared.adapters.bedrock import Runtime
+from shared.adapters.customization import Customizations
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
 from shared.adapters.registry import Registry
@@ -22,6 +23,7 @@ class CollectPorts:
     settings: Settings
     cache: ResponseCache | None = None
     registry: Registry | None = None
+    customizations: Customizations | None = None
 
 
 Collector = Callable[..., Awaitable[None]]
@@ -29,9 +31,9 @@ Collector = Callable[..., Awaitable[None]]
 
 class _Registry(dict):
     def __missing__(self, kind: str) -> Collector:
-        from services.postprocess.kinds import batch, evaluate  # noqa: PLC0415 - they import CollectPorts from here
+        from services.postprocess.kinds import batch, customize, evaluate  # noqa: PLC0415 - they import CollectPorts
 
-        self.update({"batch": batch.collect, "evaluate": evaluate.collect})
+        self.update({"batch": batch.collect, "evaluate": evaluate.collect, "customize": customize.collect})
         if kind not in self:
             raise KeyError(f"no collector for run kind {kind!r}")
         return self[kind]

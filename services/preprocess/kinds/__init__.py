@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 
 from services.preprocess.models import ModelCatalog
 from shared.adapters.bedrock import Runtime
+from shared.adapters.customization import Customizations
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
 from shared.adapters.registry import Registry
@@ -29,15 +30,16 @@ class StartPorts:
     models: ModelCatalog | None = None
     cache: ResponseCache | None = None
     registry: Registry | None = None
+    customizations: Customizations | None = None
 
 
 Starter = Callable[..., Awaitable[None]]
 
 
 def _starters() -> dict[str, Starter]:
-    from services.preprocess.kinds import batch, evaluate  # noqa: PLC0415 - they import StartPorts from here
+    from services.preprocess.kinds import batch, customize, evaluate  # noqa: PLC0415 - they import StartPorts from here
 
-    return {"batch": batch.start, "evaluate": evaluate.start}
+    return {"batch": batch.start, "evaluate": evaluate.start, "customize": customize.start}
 
 
 class _Registry(dict):

@@ -30,6 +30,8 @@ STAR_RESOURCE_ALLOWED = {
     "ecr:GetAuthorizationToken",
     # preprocess checks a run's model against the models Bedrock serves before any job.
     "bedrock:ListFoundationModels",
+    # every worker's watchdog sweeps Quarry's hosting that is not kept (shared/hosting_sweeper.py).
+    "bedrock:ListProvisionedModelThroughputs", "bedrock:ListCustomModelDeployments",
 }
 
 # What each worker's handlers call (services/<worker>/handlers.py through shared/adapters), as IAM
@@ -40,7 +42,10 @@ STAR_RESOURCE_ALLOWED = {
 CONSUMER = {"sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
             "sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:UpdateItem"}
 WATCHDOG = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
-            "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob", "bedrock:ListModelInvocationJobs"}
+            "sqs:GetQueueUrl", "sqs:SendMessage", "bedrock:StopModelInvocationJob", "bedrock:ListModelInvocationJobs",
+            # the hosting sweeper
+            "bedrock:ListProvisionedModelThroughputs", "bedrock:ListCustomModelDeployments",
+            "bedrock:DeleteProvisionedModelThroughput", "bedrock:DeleteCustomModelDeployment"}
 WORKER_ACTIONS = {
     "preprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
                                          "bedrock:InvokeModel", "bedrock:ListFoundationModels",
@@ -48,8 +53,12 @@ WORKER_ACTIONS = {
                                          "bedrock:GetProvisionedModelThroughput", "bedrock:GetCustomModel",
                                          "bedrock:GetCustomModelDeployment"},
     "submit": CONSUMER | WATCHDOG | {"bedrock:CreateModelInvocationJob", "bedrock:TagResource",
-                                     "bedrock:ListModelInvocationJobs", "iam:PassRole"},
-    "poll": CONSUMER | WATCHDOG | {"bedrock:GetModelInvocationJob"},
+                                     "bedrock:ListModelInvocationJobs", "iam:PassRole",
+                                     # customize: the customization job and its hosting
+                                     "bedrock:CreateModelCustomizationJob", "bedrock:StopModelCustomizationJob",
+                                     "bedrock:CreateProvisionedModelThroughput", "bedrock:CreateCustomModelDeployment"},
+    "poll": CONSUMER | WATCHDOG | {"bedrock:GetModelInvocationJob", "bedrock:GetModelCustomizationJob",
+                                   "bedrock:GetProvisionedModelThroughput", "bedrock:GetCustomModelDeployment"},
     "postprocess": CONSUMER | WATCHDOG | {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload",
                                           "bedrock:InvokeModel"},
     "notify": CONSUMER | WATCHDOG | {"sns:Publish", "events:PutEvents"},
@@ -207,13 +216,22 @@ def test_the_bedrock_role_trusts_bedrock_for_this_account_only(template):
 
 
 def test_the_bedrock_role_reads_only_job_inputs_and_writes_only_job_outputs(template):
+    """Batch jobs read their chunks and write their output; customization jobs read their training
+    data from the inputs bucket and write their metrics under the run's customization/ prefix."""
     role = template["Resources"]["BedrockBatchRole"]
-    by_action = {a: s for s in statements(role["Properties"]["Policies"]) if s["Effect"] == "Allow"
-                 for a in as_list(s["Action"])}
+    by_action: dict[str, list[dict]] = {}
+    for s in statements(role["Properties"]["Policies"]):
+        if s["Effect"] == "Allow":
+            for a in as_list(s["Action"]):
+                by_action.setdefault(a, []).append(s)
 
-    assert by_action["s3:GetObject"]["Resource"]["Fn::Sub"].endswith("${WorkBucket}/runs/*/input/*")
-    assert by_action["s3:PutObject"]["Resource"]["Fn::Sub"].endswith("${WorkBucket}/runs/*/output/*")
-    assert by_action["s3:ListBucket"]["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/input/*"]}}
+    def resources(action: str) -> set[str]:
+        return {r["Fn::Sub"].split(":::", 1)[1] for s in by_action[action] for r in as_list(s["Resource"])}
+
+    assert resources("s3:GetObject") == {"${WorkBucket}/runs/*/input/*", "${InputsBucket}/*"}
+    assert resources("s3:PutObject") == {"${WorkBucket}/runs/*/output/*", "${WorkBucket}/runs/*/customization/*"}
+    [listing] = by_action["s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/input/*"]}}
     assert set(by_action) <= {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "kms:Decrypt", "kms:GenerateDataKey"}
 
 
