@@ -1,18 +1,20 @@
-"""submit: admits jobs through the per-model semaphore and creates them on Bedrock, exactly once."""
+"""submit: admits jobs through the per-model semaphore and creates them on Bedrock, exactly once.
+
+Each family of job is created by its own module (services/submit/families/); this one dispatches."""
 from __future__ import annotations
 
 import structlog
 
 from services.submit import families
+from services.submit.families import batch_job
 from services.submit.evaluations import cancel_evaluation
 from shared.adapters.customization import Customizations
 from shared.adapters.bedrock import BatchJobs
-from shared.adapters.queues import MAX_DELAY_S, Outgoing, Queues, deliver
+from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
-from shared.domain.runs import JOB_HOLDS_SLOT, Job, parse_job_name
-from shared.errors import PermanentError, RetryableError
-from shared.lost_jobs import track_absent
-from shared.messages import CancelRun, CheckJob, CollectRun, SubmitJob
+from shared.domain.runs import Job
+from shared.errors import PermanentError
+from shared.messages import CancelRun, CollectRun, SubmitJob
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.submit")
@@ -27,82 +29,7 @@ async def submit_job(cmd: SubmitJob, *, store: RunStore, bedrock: BatchJobs, que
     if job.family != "batch_job":  # customization jobs and hosting (services/submit/families)
         await families.submit(job, store=store, queues=queues, settings=settings, customizations=customizations)
         return
-    run = await store.get_run(cmd.run_id)
-    if job.status == "PENDING" and (run is None or run.terminal or run.status == "CANCELLING"):
-        reason = "cancelled before submission" if run is None or run.cancel_requested else f"the run {run.status.lower()}"
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        await store.move_job(job, "CANCELLED", message=reason, send=sent)
-        await deliver(sent, queues=queues, store=store)
-        return
-    if job.status == "PENDING":
-        admitted = await _admit(job, store=store, bedrock=bedrock, settings=settings)
-        if admitted is None:
-            # Waiting hours for a slot is normal: a fresh delayed message per wait, never a retry
-            # of this one, so waiting cannot reach the queue's receive limit and park the job.
-            await _wait(job, settings.poll_interval_s, store=store, queues=queues, why="slot_wait")
-            return
-        # The intent is recorded before the call: a crash after Bedrock made the job re-sends the
-        # same clientRequestToken and gets that job back.
-        job = admitted
-    if job.status == "SUBMITTING":
-        job = await _create(job, store=store, bedrock=bedrock, queues=queues)
-        if job.status == "PENDING":
-            return  # throttled: waiting without a slot for its next try
-        latest = await store.get_run(cmd.run_id)
-        if job.bedrock_arn and latest is not None and latest.status == "CANCELLING":
-            # Cancelled while this job was being created: cancel_run saw no ARN to stop.
-            await bedrock.stop(job.bedrock_arn)
-    if not job.terminal and job.bedrock_arn:
-        # A redelivery sends this again: the CheckJob carries the job's loop number, and poll
-        # drops every copy but one, so a job never has two check loops.
-        await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq),
-                          delay_s=settings.poll_interval_s)
-
-
-async def _wait(job: Job, delay_s: int, *, store: RunStore, queues: Queues, why: str, **changes) -> None:
-    """Put the job back to wait: the next admission loop's message is written with the change."""
-    seq = job.submit_seq + 1
-    sent = [Outgoing("submit", SubmitJob(run_id=job.run_id, job_key=job.job_key, seq=seq), delay_s=delay_s)]
-    if job.status == "SUBMITTING":
-        await store.move_job(job, "PENDING", submit_seq=seq, send=sent, **changes)  # gives the slot back
-    else:
-        await store.update_job(job, submit_seq=seq, send=sent, **changes)
-    await deliver(sent, queues=queues, store=store)
-    log.info("job_waiting", job_key=job.job_key, reason=why, delay_s=delay_s, seq=seq)
-
-
-async def _create(job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> Job:
-    try:
-        arn = await bedrock.create(job)
-    except RetryableError as exc:
-        # Back off on throttles counted as throttles, without holding a slot meanwhile.
-        throttles = job.throttles + 1
-        delay = min(5 * 2 ** (throttles - 1), MAX_DELAY_S)
-        await _wait(job, delay, store=store, queues=queues, why="create_throttled", throttles=throttles,
-                    message=str(exc))
-        return job.model_copy(update={"status": "PENDING"})
-    except PermanentError as exc:
-        log.error("job_rejected", job_key=job.job_key, reason=str(exc))
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        job = await store.move_job(job, "FAILED", message=str(exc), send=sent)  # gives the slot back
-        await deliver(sent, queues=queues, store=store)
-        return job
-    log.info("job_submitted", job_key=job.job_key, bedrock_arn=arn)
-    return await store.move_job(job, "SUBMITTED", bedrock_arn=arn, throttles=0, message=None)
-
-
-async def _admit(job: Job, *, store: RunStore, bedrock: BatchJobs, settings: Settings) -> Job | None:
-    """The job SUBMITTING with a slot of the model's limit (less the active jobs Quarry's table does
-    not know about); None if none is free."""
-    holders, absent = await store.slot_state(job.model_id)
-    active = await bedrock.active_job_names(job.model_id)
-    await track_absent(job.model_id, holders, absent, set(active), store=store, settings=settings)
-    outside = [name for name in active if name not in holders and parse_job_name(name) is None]
-    limit = settings.concurrency_for(job.model_id) - len(outside)
-    admitted = await store.admit_job(job, limit) if limit > 0 else None
-    log.info("job_admission", job_key=job.job_key, admitted=admitted is not None, limit=limit,
-             outside_jobs=len(outside))
-    return admitted
+    await batch_job.submit(cmd, job, store=store, bedrock=bedrock, queues=queues, settings=settings)
 
 
 async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
@@ -122,10 +49,7 @@ async def cancel_run(cmd: CancelRun, *, store: RunStore, bedrock: BatchJobs, que
         await families.cancel_customization(run, store=store, queues=queues, customizations=customizations)
         return
     for job in await store.list_jobs(run.run_id):
-        if job.status == "PENDING":
-            await store.move_job(job, "CANCELLED", message="cancelled before submission")
-        elif job.status in JOB_HOLDS_SLOT and job.bedrock_arn:
-            await bedrock.stop(job.bedrock_arn)  # poll sees Stopped and collects what it made
+        await batch_job.cancel(job, store=store, bedrock=bedrock)
     log.info("run_cancelling", run_id=run.run_id)
     await queues.send("postprocess", CollectRun(run_id=run.run_id))
 
