@@ -64,7 +64,7 @@ def score_evaluation(run: Run, children: dict[str, Run | None], *, objects: Sync
     models = [_model_info(config, name, run.model_ids.get(name, ""), children.get(name), latency.get(name))
               for name in names]
     labels = None
-    if any(mt.resolve(n).name == "classification_accuracy" for n in metrics):
+    if any(mt.resolve(n).name == "classification_accuracy" for n in config.metric_names):
         labels = _labels(objects.lines(layout.dataset_uri(settings, run.run_id)), config.dataset.delimiter)
     scorer = Scorer(ScoringConfig(metrics=metrics, primary_metric=config.primary_metric,
                                   min_effect=config.selection.min_effect, alpha=config.selection.alpha,

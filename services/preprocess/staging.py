@@ -21,6 +21,7 @@ from shared.dataplane.splitter import plan_chunks
 from shared.domain import layout
 from shared.domain.spec import batch_capable
 from shared.domain.runs import Job, Run, job_key
+from shared.ondemand import OnDemandRecords, records_uri, spool_on_demand
 from shared.settings import Settings
 
 
@@ -28,7 +29,9 @@ from shared.settings import Settings
 class Staged:
     total_rows: int
     jobs: list[Job]
-    on_demand_records: list[bytes]  # the JSONL records, when the input is below a job's minimum
+    # The JSONL records, when the input is below a job's minimum (or the model runs no batch jobs):
+    # counted and written to S3 while staging, streamed from there as they are sent.
+    on_demand_records: OnDemandRecords | list[bytes]
     cached_records: int = 0  # rows answered from the response cache (their answers are in cached/)
     deduplicated_records: int = 0  # rows whose request repeats an earlier row's: sent once, fanned out
 
@@ -65,7 +68,8 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
         if plan.on_demand:
             if isinstance(split, CacheSplit) and write:
                 objects.upload_file(str(split.cached), layout.cached_uri(settings, run.run_id, 0))
-            return Staged(prepared.total_rows, [], spool.read_bytes().splitlines(), cached, deduplicated)
+            records = spool_on_demand(spool, uri=records_uri(settings, run.run_id), objects=objects, write=write)
+            return Staged(prepared.total_rows, [], records, cached, deduplicated)
         chunks = plan.chunks if split is None else rows_of_chunks(plan, split, prepared.total_rows)
         jobs = []
         for chunk in chunks:

@@ -16,7 +16,7 @@ import yaml
 from shared.adapters.aws import async_clients
 from shared.adapters.registry import Registry
 from shared.settings import Settings
-from tests.e2e.conftest import latest_runs, mail_about, wait_until
+from tests.e2e.conftest import control, latest_runs, load_run, mail_about, wait_until
 
 SAMPLE = Path(__file__).resolve().parents[2] / "infra" / "demo" / "triviaqa_sample.jsonl"
 ROWS = 300
@@ -110,8 +110,6 @@ def test_every_record_is_scored_for_every_model_and_the_tuned_model_wins(evaluat
     assert selection["outcome"] == "winner" and selection["winner"] == "tuned"
     pairs = {(c["a"], c["b"]): c for c in results["comparisons"] if c["metric"] == "factual_knowledge"}
     assert len(pairs) == 3 and all(c["test"] == "mcnemar_exact" for c in pairs.values())
-    base = pairs.get(("haiku", "nova")) or pairs[("nova", "haiku")]
-    assert not base["significant"], "two models that answer alike are tied"
     assert b"<html" in _object(aws["s3"], run.summary["report_uri"])[:200].lower()
 
 
@@ -240,3 +238,148 @@ def test_a_config_with_an_unknown_field_and_duplicate_names_fails_naming_the_fie
     run = _finished_evaluation(f"s3://quarry-inputs/{config_key}", timeout=60)
     assert run.status == "FAILED" and "dataset: unknown field(s): colour" in run.error
     assert f"s3://quarry-inputs/{config_key}" in run.error
+
+
+# --- a controlled difference, LLM-as-judge and the latency probe (one evaluation) -------------------------
+CONTROLLED_ROWS = 200
+WRONG_RATE = 0.3
+
+
+def _open_book() -> list[dict]:
+    """TriviaQA questions that carry their answer ("... The answer is Paris."): the fast engine echoes
+    the question, so every model answers right unless a wrong-answer fault replaces its answer."""
+    import re
+
+    rows = []
+    for r in _records():
+        answer = r["answer"].split("<OR>")[0].strip()
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9 ]{1,30}", answer):
+            rows.append({"question": f"{r['question']} The answer is {answer}.", "answer": answer})
+    return rows[:CONTROLLED_ROWS]
+
+
+@pytest.fixture(scope="module")
+def controlled(stack, aws):
+    """nova-micro (the cheapest) gets 30% of its answers replaced by a wrong one; nova-lite twice under two
+    names and nova-pro answer exactly alike. The judge (nova-lite) rates correctness; 5 probe calls each."""
+    records = _open_book()
+    assert len(records) == CONTROLLED_ROWS
+    key = f"datasets/open-book-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body="".join(json.dumps(r) + "\n" for r in records).encode())
+    config = {
+        "name": "controlled", "dataset": {"uri": f"s3://quarry-inputs/{key}"},
+        "models": [{"name": "lite", "model_id": "amazon.nova-lite-v1:0"},
+                   {"name": "lite_again", "model_id": "amazon.nova-lite-v1:0"},
+                   {"name": "pro", "model_id": "amazon.nova-pro-v1:0"},
+                   {"name": "micro", "model_id": "amazon.nova-micro-v1:0"}],
+        "metrics": ["factual_knowledge", "f1"], "params": {"temperature": 0, "max_tokens": 64},
+        "judge": {"model_id": "amazon.nova-lite-v1:0", "rubrics": [{"name": "correctness"}]},
+        "selection": {"primary": "factual_knowledge", "min_effect": 0.05},
+        "latency_probe": 5, "cache": "off",  # the injected wrong answers must not reach the shared cache
+    }
+    fault = control(stack, "POST", "/local-bedrock-api/faults",
+                    {"model_id": "amazon.nova-micro-v1:0", "wrong_answer_rate": WRONG_RATE})
+    try:
+        config_key = f"evaluations/controlled-{uuid.uuid4().hex[:6]}.yaml"
+        aws["s3"].put_object(Bucket="quarry-inputs", Key=config_key, Body=yaml.safe_dump(config).encode())
+        run = _finished_evaluation(f"s3://quarry-inputs/{config_key}", timeout=300)
+    finally:
+        control(stack, "DELETE", f"/local-bedrock-api/faults/{fault['fault_id']}")
+    assert run.status == "SUCCEEDED", run.error
+    results = json.loads(_object(aws["s3"], run.summary["results_uri"]))
+    return {"run": run, "results": results, "records": records}
+
+
+def _pair(results: dict, a: str, b: str, metric: str = "factual_knowledge") -> dict:
+    return next(c for c in results["comparisons"] if c["metric"] == metric and {c["a"], c["b"]} == {a, b})
+
+
+def test_a_real_difference_between_two_otherwise_equal_models_is_found(controlled):
+    results = controlled["results"]
+    means = {m["name"]: m["metrics"]["factual_knowledge"]["mean"] for m in results["models"]}
+    assert means["lite"] == 1.0 and 1 - WRONG_RATE - 0.1 <= means["micro"] <= 1 - WRONG_RATE + 0.1
+    worse = _pair(results, "lite", "micro")
+    assert worse["significant"] and worse["p_holm"] < 0.001
+    assert {worse["a_only"], worse["b_only"]} == {0, round(CONTROLLED_ROWS * (1 - means["micro"]))}
+    assert "micro" not in results["selection"]["tied"], "the cheapest model is not chosen when it is worse"
+
+
+def test_two_truly_equal_models_are_tied_and_the_cheaper_is_recommended(controlled):
+    selection = controlled["results"]["selection"]
+    same = _pair(controlled["results"], "lite", "lite_again")
+    alike = _pair(controlled["results"], "lite", "pro")
+    assert (same["a_only"], same["b_only"], same["significant"]) == (0, 0, False)
+    assert (alike["a_only"], alike["b_only"], alike["significant"]) == (0, 0, False)
+    assert selection["outcome"] == "no_significant_difference"
+    assert set(selection["tied"]) == {"lite", "lite_again", "pro"}
+    assert selection["recommended"] == "lite", "nova-lite costs less than nova-pro for the same answers"
+
+
+def test_the_judge_scores_every_answer_as_a_second_stage_and_its_metric_is_compared(controlled, aws):
+    run, results = controlled["run"], controlled["results"]
+    judge = results["judge"]
+    assert judge["model_id"] == "amazon.nova-lite-v1:0" and [r["metric"] for r in judge["rubrics"]] == ["judge_correctness"]
+    assert set(judge["runs"]) == {"lite", "lite_again", "pro", "micro"}
+    assert all(counts == {"correctness": 0} for counts in judge["unrated"].values())
+    scores = {m["name"]: m["metrics"]["judge_correctness"] for m in results["models"]}
+    assert scores["lite"]["mean"] == 1.0 and scores["lite"]["n"] == CONTROLLED_ROWS
+    assert scores["micro"]["mean"] < 0.8 and _pair(results, "lite", "micro", "judge_correctness")["significant"]
+    for judge_run in judge["runs"].values():
+        child, jobs, _ = load_run(judge_run)
+        assert child.parent_run_id == run.run_id and child.status == "SUCCEEDED" and child.total_rows == CONTROLLED_ROWS
+    records = [json.loads(line) for line in _object(aws["s3"], run.summary["records_uri"]).splitlines()]
+    wrong = [r for r in records if r["models"]["micro"]["output"] == "I am not sure."]
+    # The fast judge rates by the reference's words found in the answer: "I am not sure." holds none
+    # of most references (Charles I shares one word of two: partially correct).
+    def shares_a_word(reference: str) -> bool:
+        return bool({w.lower() for w in reference.split()} & {"i", "am", "not", "sure"})
+
+    assert wrong and all(r["models"]["micro"]["scores"]["judge_correctness"] == (0.5 if shares_a_word(r["target"]) else 0.0)
+                         for r in wrong)
+    assert b"judge_correctness" in _object(aws["s3"], run.summary["report_uri"])
+
+
+def test_the_latency_probe_is_in_the_results_and_the_pareto_front(controlled):
+    results = controlled["results"]
+    for model in results["models"]:
+        latency = model["latency"]
+        assert latency["n"] == 5 and 0 < latency["p50_ms"] <= latency["p90_ms"]
+    assert all(p["latency_ms"] is not None for p in results["pareto"])
+    assert controlled["run"].summary["models"]["micro"]["latency_ms"]["n"] == 5
+
+
+def test_the_controlled_evaluation_sends_one_email(controlled, stack):
+    from infra.local_stack.mailsink import read_mail
+
+    run = controlled["run"]
+    mails = [m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]]
+    assert len(mails) == 1 and "no significant difference" in mails[0]["subject"]
+
+
+# --- cancel -----------------------------------------------------------------------------------------------------
+def test_cancelling_an_evaluation_cancels_its_children_and_it_ends_cancelled_with_one_email(stack, aws):
+    from infra.local_stack.mailsink import read_mail
+    from services.cli.main import main as quarry
+
+    key = f"datasets/cancel-{uuid.uuid4().hex[:6]}.jsonl"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body="".join(
+        json.dumps({"question": f"What is {i} times {i}? {uuid.uuid4().hex}", "answer": str(i * i)}) + "\n"
+        for i in range(20_000)).encode())
+    config_key = f"evaluations/cancel-{uuid.uuid4().hex[:6]}.yaml"
+    aws["s3"].put_object(Bucket="quarry-inputs", Key=config_key, Body=yaml.safe_dump({
+        "dataset": {"uri": f"s3://quarry-inputs/{key}"}, "cache": "off", "params": {"temperature": 0},
+        "models": [{"name": "a", "model_id": "amazon.nova-lite-v1:0"},
+                   {"name": "b", "model_id": "anthropic.claude-3-haiku-20240307-v1:0"}]}).encode())
+    source = f"s3://quarry-inputs/{config_key}"
+    running = wait_until(lambda: next((r for r in latest_runs() if r.source_key.startswith(source)
+                                       and r.status == "RUNNING"), None), timeout=120, what="a running evaluation")
+
+    quarry(["cancel", running.run_id])
+    run = _finished_evaluation(source, timeout=180)
+
+    assert run.status == "CANCELLED" and "nothing was scored" in run.error
+    for child_id in run.children.values():
+        child, jobs, holders = load_run(child_id)
+        assert child.status == "CANCELLED" and all(job.terminal for job in jobs) and holders == set()
+    mails = [m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]]
+    assert len(mails) == 1 and "was cancelled" in mails[0]["subject"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 import structlog
@@ -19,7 +21,7 @@ from shared.errors import InvalidRunSpec, PermanentError, QuarryError
 from shared.domain.bodies import family_of
 from shared.domain.estimate import estimate, over_budget
 from shared.messages import CollectRun, RunFinished, SubmitJob
-from shared.ondemand import invoke_records
+from shared.ondemand import invoke_stream
 
 log = structlog.get_logger("quarry.preprocess")
 
@@ -137,13 +139,17 @@ async def _run_on_demand(run: Run, staged: Staged, *, ports: StartPorts) -> None
     """Fewer rows than a job's minimum (or a model Bedrock runs no batch jobs for): call InvokeModel
     for each, as a job's output would be. Rows answered from the cache need no call at all."""
     store, queues, settings = ports.store, ports.queues, ports.settings
-    records = [orjson.loads(line) for line in staged.on_demand_records]
-    lines = await invoke_records(records, model_id=run.spec.model_id, runtime=ports.runtime,
-                                 concurrency=settings.on_demand_concurrency)
-    await asyncio.to_thread(ports.objects.put, layout.ondemand_uri(settings, run.run_id, 0), b"".join(lines))
+    # Streamed: the records are read from S3 a window at a time and the answers spooled to a local
+    # file, so a provisioned model's run of any size holds one window in memory, never the run.
+    Path(settings.workdir).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=settings.workdir, prefix=f"ondemand-{run.run_id}-", suffix=".jsonl") as out:
+        sent_records = await invoke_stream(staged.on_demand_records, model_id=run.spec.model_id, runtime=ports.runtime,
+                                           concurrency=settings.on_demand_concurrency, out=out)
+        out.flush()
+        await asyncio.to_thread(ports.objects.upload_file, out.name, layout.ondemand_uri(settings, run.run_id, 0))
     sent = [Outgoing("postprocess", CollectRun(run_id=run.run_id))]
     await move_unless_cancelled(run, "FINALIZING", store=store, send=sent, total_rows=staged.total_rows,
-                                on_demand=True, on_demand_records=len(records), cached_records=staged.cached_records,
+                                on_demand=True, on_demand_records=sent_records, cached_records=staged.cached_records,
                                 deduplicated_records=staged.deduplicated_records)
     await deliver(sent, queues=queues, store=store)
     log.info("run_ran_on_demand", rows=staged.total_rows, cached=staged.cached_records)
