@@ -13,6 +13,8 @@ keeps running while any worker is alive. Each sweep:
 - reconciles the slots of every model a running job holds one of: a job Bedrock has stopped
   listing for longer than `absent_job_grace_s` is marked, and poll's next check ends it
   (shared/lost_jobs.py), even when no other job of its model waits for a slot.
+A run it fails has its Bedrock work ended at once: batch jobs and a customization job stopped, a
+hosting deleted (never left to the hosting sweeper's time-to-live: it bills by the hour).
 The reason a run is stalled is kept on the run (`Run.stalled`) for `quarry status`.
 """
 from __future__ import annotations
@@ -78,7 +80,7 @@ async def sweep(*, store: RunStore, queues: Queues, bedrock: BatchJobs, settings
     for run in await store.active_runs(now() - dt.timedelta(days=settings.watch_days)):
         try:
             await _watch_run(run, store=store, queues=queues, bedrock=bedrock, settings=settings, done=done,
-                             models=models)
+                             models=models, customizations=customizations)
         except ConflictError:
             continue  # a worker moved it meanwhile: that is progress; look again next sweep
     done.lost = await _reconcile_slots(models, store=store, bedrock=bedrock, settings=settings)
@@ -116,13 +118,13 @@ async def _reconcile_slots(models: set[str], *, store: RunStore, bedrock: BatchJ
 
 
 async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: BatchJobs, settings: Settings,
-                     done: Sweep, models: set[str]) -> None:
+                     done: Sweep, models: set[str], customizations: Customizations | None = None) -> None:
     bound = log.bind(run_id=run.run_id)
     crashes, last_error, fatal = await store.failures(run.run_id)
     if not run.terminal and (fatal or crashes >= settings.max_crashes):
         why = "a message for it was parked in a dead-letter queue" if fatal else f"its messages failed {crashes} times"
         error = f"the run cannot go on: {why}. Last error: {last_error}"
-        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock)
+        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock, customizations=customizations)
         done.failed[run.run_id] = error
         return
     jobs = await store.list_jobs(run.run_id) if run.status in ("RUNNING", "CANCELLING") else []
@@ -151,7 +153,7 @@ async def _watch_run(run: Run, *, store: RunStore, queues: Queues, bedrock: Batc
     if run.redrives >= settings.max_redrives:
         error = (f"the run made no progress after {run.redrives} re-drives by the watchdog: {why}"
                  + (f". Last error: {last_error}" if last_error else ""))
-        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock)
+        await fail_run(run, error, store=store, queues=queues, bedrock=bedrock, customizations=customizations)
         done.failed[run.run_id] = error
         return
     await store.update_run(run, redrives=run.redrives + 1, stalled=why)
@@ -205,21 +207,56 @@ def _redrive_job(job: Job) -> Outgoing:
     return Outgoing("submit", SubmitJob(run_id=job.run_id, job_key=job.job_key, seq=job.submit_seq))
 
 
-async def fail_run(run: Run, error: str, *, store: RunStore, queues: Queues, bedrock: BatchJobs) -> None:
+async def fail_run(run: Run, error: str, *, store: RunStore, queues: Queues, bedrock: BatchJobs,
+                   customizations: Customizations | None = None) -> None:
     """End a run that cannot go on: FAILED with the error and its RunFinished in one write, then its
-    jobs stopped (poll frees their slots as they end) and its pending jobs cancelled."""
+    jobs stopped (poll frees their slots as they end), its pending jobs cancelled, a customization
+    job stopped and any hosting deleted now."""
+    jobs = await store.list_jobs(run.run_id)
+    error += _customize_cleanup_note(jobs) if customizations is not None else ""
     sent = [Outgoing("notify", RunFinished(run_id=run.run_id, outcome="FAILED"))]
     await store.move_run(run, "FAILED", error=error, stalled=None, send=sent)
     await deliver(sent, queues=queues, store=store)
     log.error("run_failed_by_watchdog", run_id=run.run_id, error=error)
-    for job in await store.list_jobs(run.run_id):
+    for job in jobs:
         try:
-            if job.status == "PENDING":
+            if job.family == "hosting":
+                if customizations is not None:
+                    await _delete_hosting(job, store=store, customizations=customizations)
+            elif job.status == "PENDING":
                 await store.move_job(job, "CANCELLED", message="the run failed before it was submitted")
             elif job.status in JOB_HOLDS_SLOT and job.bedrock_arn and job.family == "batch_job":
-                await bedrock.stop(job.bedrock_arn)  # a hosting is deleted by the sweeper, once the run is over
+                await bedrock.stop(job.bedrock_arn)
+            elif job.family == "customization_job" and not job.terminal and customizations is not None:
+                # By name when the ARN was never kept (a create in flight: submit, seeing the run over
+                # once its create returns, stops what it made).
+                await customizations.stop_job(job.bedrock_arn or job.name)
+                log.info("customization_job_stopped", run_id=run.run_id, reason="the run failed")
         except QuarryError as exc:  # submit or poll may be moving it too; they end it either way
             log.warning("job_not_stopped", run_id=run.run_id, job_key=job.job_key, reason=str(exc))
+
+
+def _customize_cleanup_note(jobs: list[Job]) -> str:
+    training = any(job.family == "customization_job" and not job.terminal and job.status != "PENDING" for job in jobs)
+    hosting = any(job.family == "hosting" and job.status != "CANCELLED" for job in jobs)
+    what = [part for part, present in (("its customization job is stopped", training),
+                                       ("its hosting is deleted", hosting)) if present]
+    return f". Quarry ended what it had started on Bedrock: {' and '.join(what)}" if what else ""
+
+
+async def _delete_hosting(job: Job, *, store: RunStore, customizations: Customizations) -> None:
+    """Delete the hosting of a failed run (by ARN, or by name if its create's answer was never kept;
+    submit deletes what an in-flight create makes once it sees the run over), whatever its state:
+    a failed run keeps nothing, and a provisioned throughput bills by the hour."""
+    deleted = await customizations.delete_hosting(job.hosting_kind, job.bedrock_arn or job.name)
+    log.info("hosting_deleted", run_id=job.run_id, hosting_arn=job.bedrock_arn, found=deleted, reason="the run failed")
+    message = "deleted: the run failed"
+    if job.status == "SUBMITTING" and not job.bedrock_arn:
+        return  # left to submit: after its create it records the ARN, sees the run over and deletes it
+    if not job.terminal:
+        await store.move_job(job, "CANCELLED", message=message)
+    elif job.status == "COMPLETED":
+        await store.update_job(job, message=message)
 
 
 async def _send(messages: list[Outgoing], queues: Queues) -> None:

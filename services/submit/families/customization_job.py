@@ -28,7 +28,14 @@ async def submit(job: Job, *, store: RunStore, queues: Queues, settings: Setting
             await end(job, "CANCELLED", "cancelled before submission", store=store, queues=queues)
             return
         job = await store.move_job(job, "SUBMITTING")  # the intent, recorded before the call
-    if job.status != "SUBMITTING" or run is None:
+    if job.status != "SUBMITTING":
+        return
+    if run is None or run.terminal:
+        # The run ended (the watchdog failed it, say) while this create was pending: a create that
+        # went through before a crash is stopped by name, and none is made now.
+        await customizations.stop_job(job.name)
+        await end(job, "CANCELLED", "cancelled: the run ended before its customization job was created",
+                  store=store, queues=queues)
         return
     spec = run.customization
     try:
@@ -47,8 +54,8 @@ async def submit(job: Job, *, store: RunStore, queues: Queues, settings: Setting
     job = await store.move_job(job, "SUBMITTED", bedrock_arn=arn, throttles=0, message=None)
     log.info("customization_job_submitted", bedrock_arn=arn)
     latest = await store.get_run(job.run_id)
-    if latest is not None and latest.status == "CANCELLING":
-        await customizations.stop_job(arn)  # cancelled while it was being created
+    if latest is None or latest.terminal or latest.status == "CANCELLING":
+        await customizations.stop_job(arn)  # cancelled or failed while it was being created
     await queues.send("poll", CheckJob(run_id=job.run_id, job_key=job.job_key, seq=job.check_seq),
                       delay_s=settings.poll_interval_s)
 
