@@ -7,17 +7,19 @@ rest to jobs (or on demand, when too few are left).
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.preprocess.chunk_uploads import ChunkUploads
 from shared.adapters.objects import SyncObjects
 from shared.adapters.response_cache import ResponseCache
 from shared.dataplane.cached_records import CacheSplit, cached_byte_range, rows_of_chunks, split_cached
 from shared.dataplane.duplicates import duplicates_bytes, split_duplicates
-from shared.dataplane.prepare import PrepareLimits, PrepareSpec, Prepared, prepare
-from shared.dataplane.splitter import plan_chunks
+from shared.dataplane.prepare import SPOOL_NAME, PrepareLimits, PrepareSpec, Prepared, prepare
+from shared.dataplane.splitter import Chunk, plan_chunks
 from shared.domain import layout
 from shared.domain.spec import batch_capable
 from shared.domain.runs import Job, Run, job_key
@@ -41,7 +43,8 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
     # Per attempt: two deliveries of the same start may stage at once; each writes its own spool.
     workdir = Path(settings.workdir) / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     try:
-        prepared = _prepare(run, objects=objects, settings=settings, workdir=workdir)
+        prepared, uploaded = _prepare(run, objects=objects, settings=settings, workdir=workdir,
+                                      early=cache is None or run.spec.cache != "reuse")
         # A dry run reads, renders and counts, and writes nothing.
         write = not run.spec.dry_run
         if write:
@@ -74,7 +77,8 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
         jobs = []
         for chunk in chunks:
             uri = layout.chunk_uri(settings, run.run_id, chunk.index)
-            if write:
+            # Chunks uploaded while the input was prepared are not sent again (unless the spool changed).
+            if write and (split is not None or uploaded.get(chunk.index) != chunk):
                 objects.upload_range(str(spool), chunk.byte_offset, chunk.byte_length, uri)
             if isinstance(split, CacheSplit) and write:
                 offset, length = cached_byte_range(split, chunk.first_row, chunk.end_row)
@@ -103,18 +107,33 @@ def _split_limits(run: Run, settings: Settings) -> dict[str, int]:
 _NEVER = 1 << 62
 
 
-def _prepare(run: Run, *, objects: SyncObjects, settings: Settings, workdir: Path) -> Prepared:
+# Inputs at least this large have their chunks uploaded while they are prepared
+# (services/preprocess/chunk_uploads.py); smaller ones are planned whole, then uploaded.
+EARLY_UPLOAD_MIN_BYTES = 64 << 20
+
+
+def _prepare(run: Run, *, objects: SyncObjects, settings: Settings, workdir: Path,
+             early: bool) -> tuple[Prepared, dict[int, Chunk]]:
+    """The prepared input, and the chunks already uploaded while it was prepared (by index)."""
     spec = run.spec
     limits = _split_limits(run, settings)
+    size = objects.size(run.input_uri) if early and not spec.dry_run else None
     stream = objects.open(run.input_uri)
     try:
-        return prepare(
-            stream, name=run.input_uri,
-            spec=PrepareSpec(model_id=spec.family_model, template=spec.template, system=spec.system, params=spec.params,
-                             converse=spec.invocation == "Converse"),
-            limits=PrepareLimits(min_records=limits["min_records"], max_records=limits["max_records"],
-                                 max_file_bytes=settings.max_bytes_per_file, max_record_bytes=settings.max_record_bytes),
-            workdir=workdir,
-        )
+        with contextlib.ExitStack() as stack:
+            uploads = None
+            if size is not None and size >= EARLY_UPLOAD_MIN_BYTES:
+                uploads = stack.enter_context(ChunkUploads(
+                    objects, workdir / SPOOL_NAME, lambda index: layout.chunk_uri(settings, run.run_id, index)))
+            prepared = prepare(
+                stream, name=run.input_uri,
+                spec=PrepareSpec(model_id=spec.family_model, template=spec.template, system=spec.system,
+                                 params=spec.params, converse=spec.invocation == "Converse"),
+                limits=PrepareLimits(min_records=limits["min_records"], max_records=limits["max_records"],
+                                     max_file_bytes=settings.max_bytes_per_file,
+                                     max_record_bytes=settings.max_record_bytes),
+                workdir=workdir, input_bytes=size, on_chunk=uploads.submit if uploads else None,
+            )
+            return prepared, (uploads.wait() if uploads else {})
     finally:
         stream.close()

@@ -91,9 +91,15 @@ class SyncObjects:
             return
         bucket, key = split_uri(uri)
         with open(path, "rb") as handle:
-            handle.seek(offset)
             try:
-                self._s3.upload_fileobj(_Slice(handle, length), bucket, key, Config=self._transfer)
+                if length <= _SINGLE_PUT_BYTES:
+                    # One PUT streamed from disk: no part is read into memory (s3transfer holds up
+                    # to 4 parts of 8 MiB, and copies them), and no thread pool.
+                    self._s3.put_object(Bucket=bucket, Key=key, Body=_Window(handle, offset, length),
+                                        ContentLength=length)
+                else:
+                    handle.seek(offset)
+                    self._s3.upload_fileobj(_Slice(handle, length), bucket, key, Config=self._transfer)
             except ClientError as exc:
                 raise translate(exc, f"writing {uri}") from exc
 
@@ -200,6 +206,50 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from lines
     if pending:
         yield pending.splitlines()[0]
+
+
+# A byte range up to this size goes up in one streamed PUT (S3 takes up to 5 GB in one); past it,
+# in parts sent in parallel.
+_SINGLE_PUT_BYTES = 256 << 20
+
+
+class _Window(io.RawIOBase):
+    """A seekable read-only window of `length` bytes at `offset` of an open file: a request body
+    botocore streams from disk and can rewind to retry."""
+
+    def __init__(self, handle: BinaryIO, offset: int, length: int) -> None:
+        self._handle, self._start, self._length = handle, offset, length
+        self._pos = 0
+        handle.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + pos))
+        self._handle.seek(self._start + self._pos)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._pos
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        data = self._handle.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _Slice(io.RawIOBase):

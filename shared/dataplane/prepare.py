@@ -17,10 +17,11 @@ the GIL) while the reader parses ahead on its own threads.
 from __future__ import annotations
 
 import collections
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 import orjson
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.dataplane import configure_arrow_memory
 from shared.dataplane.readers import DEFAULT_BATCH_ROWS, InputError, detect_format, iter_batches
 from shared.dataplane.sandbox import RenderLimits
-from shared.dataplane.splitter import Chunk, SplitPlan, plan_chunks
+from shared.dataplane.splitter import Chunk, RollingSplit, SplitPlan, plan_chunks
 from shared.dataplane.templates import PromptTemplate
 from shared.domain.bodies import Family, InferenceParams, UnsupportedModelError, build_body, family_of
 
@@ -105,9 +106,14 @@ class Prepared:
 
 def prepare(
     stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: PrepareLimits | None = None,
-    workdir: Path,
+    workdir: Path, input_bytes: int | None = None, on_chunk: Callable[[Chunk], None] | None = None,
 ) -> Prepared:
-    """Read `stream` once; write the spool and rows.parquet under `workdir`; plan the chunks."""
+    """Read `stream` once; write the spool and rows.parquet under `workdir`; plan the chunks.
+
+    With `on_chunk` and the input's size (`input_bytes`), chunks are cut while the spool is
+    written (splitter.RollingSplit) and each is handed to `on_chunk` as soon as its bytes are in
+    the spool, so it can be uploaded while the rest is prepared; the plan then holds those chunks.
+    """
     limits = limits or PrepareLimits()
     configure_arrow_memory()
     try:
@@ -119,15 +125,21 @@ def prepare(
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return _prepare(stream, name=name, spec=spec, limits=limits, workdir=workdir, fmt=fmt, gzipped=gzipped,
-                        family=family)
+                        family=family, input_bytes=input_bytes, on_chunk=on_chunk)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         # The readers name what they know; anything else pyarrow refuses is still the input's fault.
         raise InputError(f"{name}: cannot read the file: {str(e)[:300]}") from e
 
 
 def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: PrepareLimits, workdir: Path, fmt: str,
-             gzipped: bool, family: Family) -> Prepared:
+             gzipped: bool, family: Family, input_bytes: int | None,
+             on_chunk: Callable[[Chunk], None] | None) -> Prepared:
     spool_path, rows_path = workdir / SPOOL_NAME, workdir / ROWS_NAME
+    rolling = None
+    if on_chunk is not None and input_bytes:
+        stream = _Counted(stream)
+        rolling = (stream, RollingSplit(input_bytes=input_bytes, min_records=limits.min_records,
+                                        max_records=limits.max_records, max_bytes=limits.max_file_bytes), on_chunk)
     batches = iter_batches(stream, fmt=fmt, gzipped=gzipped, name=name, batch_rows=limits.batch_rows,
                            max_row_bytes=limits.max_record_bytes)
     first = next(batches)
@@ -135,13 +147,35 @@ def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: Prepare
     encoder = _encoder_for(spec, family, columns, name=name, limits=limits)
     try:
         return _encode_all(first, batches, encoder, columns=columns, name=name, spec=spec, limits=limits,
-                           family=family, spool_path=spool_path, rows_path=rows_path)
+                           family=family, spool_path=spool_path, rows_path=rows_path, rolling=rolling)
     finally:
         encoder.close()
 
 
+class _Counted(io.RawIOBase):
+    """The input stream, counting the bytes read from it (how far into the object the reader is)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], name: str, spec: PrepareSpec,
-                limits: PrepareLimits, family: Family, spool_path: Path, rows_path: Path) -> Prepared:
+                limits: PrepareLimits, family: Family, spool_path: Path, rows_path: Path, rolling=None) -> Prepared:
+    counted, split, on_chunk = rolling or (None, None, None)
     sizes: list[np.ndarray] = []
     rows = 0
     schema = pa.schema([pa.field(c, pa.string()) for c in columns])
@@ -159,6 +193,12 @@ def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], 
             data, batch_sizes = fut.result()
             _check_record_sizes(batch_sizes, rows, limits.max_record_bytes, name=name)
             spool.write(data)
+            if split is not None:
+                ready = split.add(batch_sizes)
+                if ready:
+                    spool.flush()  # the chunk's bytes must be in the file before it is read back
+                    for chunk in ready:
+                        on_chunk(chunk)
             rows_out.write_batch(batch)
             sizes.append(batch_sizes)
             rows += batch.num_rows
@@ -170,13 +210,21 @@ def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], 
             batch = batch.cast(schema) if batch.schema != schema else batch
             pending.append((batch, pool.submit(encoder, batch, start)))
             start += batch.num_rows
+            if split is not None:
+                split.observe(start, counted.count)
             while len(pending) >= _IN_FLIGHT:
                 drain_one()
         while pending:
             drain_one()
     record_bytes = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int32)
-    plan = plan_chunks(record_bytes, min_records=limits.min_records, max_records=limits.max_records,
-                       max_bytes=limits.max_file_bytes)
+    last = split.finish() if split is not None else None
+    if last is not None:
+        for chunk in last:
+            on_chunk(chunk)
+        plan = split.plan(rows, int(record_bytes.sum()))
+    else:
+        plan = plan_chunks(record_bytes, min_records=limits.min_records, max_records=limits.max_records,
+                           max_bytes=limits.max_file_bytes)
     return Prepared(rows, columns, spool_path, rows_path, plan, family, spec.converse,
                     getattr(encoder, "vectorized", False))
 

@@ -109,3 +109,113 @@ def _chunks(bounds: np.ndarray, ends: np.ndarray) -> list[Chunk]:
     offsets = np.where(firsts > 0, ends[np.maximum(firsts - 1, 0)], 0)
     return [Chunk(i, int(a), int(b), int(b - a), int(s), int(o))
             for i, (a, b, s, o) in enumerate(zip(firsts, lasts, sizes, offsets))]
+
+
+
+class RollingSplit:
+    """Cuts chunks while the records are still being written, so each can be uploaded while the
+    next is prepared.
+
+    plan_chunks needs every record's size, so its chunks are known only once the whole input is
+    read. Here the chunk size is fixed early instead, from an estimate of the input's rows (the
+    rows read so far, and the bytes left at the rate rows came in, once a quarter is read): the chunk
+    count is the fewest that fit the estimate (as plan_chunks counts them) and each chunk gets an
+    even share of the estimated rows. A chunk is handed over (`add` returns
+    it) once the one after it is full, so that at the end the last full chunk and the remainder
+    are split again by plan_chunks: no chunk is below min_records or left tiny, and none is over
+    max_records or max_bytes. The chunks differ from plan_chunks' by the estimate's error (a few
+    hundred rows a chunk on the benchmark's inputs), and the tail may be split in two.
+    """
+
+    DECIDE_AT = 0.25  # of the input read: the estimate is made then
+
+    def __init__(self, *, input_bytes: int, min_records: int, max_records: int, max_bytes: int) -> None:
+        self._input_bytes = input_bytes
+        self._limits = {"min_records": min_records, "max_records": max_records, "max_bytes": max_bytes}
+        self._pending = np.zeros(0, dtype=np.int64)  # sizes of the records after the last cut
+        self._first = 0  # the first record after the last cut
+        self._offset = 0  # its byte offset in the spool
+        self._held: tuple[Chunk, np.ndarray] | None = None  # the last full chunk and its sizes
+        self._per_chunk: int | None = None
+        self._start: tuple[int, int] | None = None  # (rows, bytes) read at the first measuring point
+        self._seen: list[np.ndarray] = []  # sizes added before the decision (for the mean record size)
+        self.decided = False
+        self.chunks: list[Chunk] = []  # handed over, in order
+
+    @property
+    def rolling(self) -> bool:
+        """True once chunks are cut as the records come."""
+        return self._per_chunk is not None
+
+    def observe(self, rows_read: int, bytes_read: int) -> None:
+        """`rows_read` rows came from the first `bytes_read` bytes of the input: decide once enough is read.
+
+        The rows per byte are measured between the points at an eighth and a quarter of the input:
+        the reader's read-ahead (bytes read, not yet rows) is the same at both and cancels out."""
+        if self.decided or rows_read == 0:
+            return
+        if self._start is None and bytes_read >= self.DECIDE_AT / 2 * self._input_bytes:
+            self._start = (rows_read, bytes_read)
+        if bytes_read < self.DECIDE_AT * self._input_bytes or not self._seen:
+            return
+        self.decided = True
+        start_rows, start_bytes = self._start or (0, 0)
+        if bytes_read > start_bytes and rows_read > start_rows:
+            rows = int(rows_read + (self._input_bytes - bytes_read) * (rows_read - start_rows) / (bytes_read - start_bytes))
+        else:  # the reader read everything at once (a Parquet file is spooled first): no estimate
+            rows = rows_read
+        record_bytes = float(np.concatenate(self._seen).mean())
+        self._seen = []
+        lo, hi, max_bytes = self._limits["min_records"], self._limits["max_records"], self._limits["max_bytes"]
+        count = max(-(-rows // hi), -(-int(rows * record_bytes) // max_bytes), 1)
+        per_chunk = -(-rows // count)
+        # At least two chunks, or nothing is gained; each well inside the limits, else plan_chunks
+        # decides at the end as it always did.
+        if count >= 2 and per_chunk >= 2 * lo and per_chunk * record_bytes * 1.25 <= max_bytes:
+            self._per_chunk = per_chunk
+
+    def add(self, sizes: np.ndarray) -> list[Chunk]:
+        """The next records' sizes (their bytes are in the spool now); the chunks ready to upload."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if not self.decided:
+            self._seen.append(sizes)
+        self._pending = np.concatenate([self._pending, sizes]) if self._pending.size else sizes
+        ready: list[Chunk] = []
+        while self._per_chunk is not None and self._pending.size > self._per_chunk:
+            ends = np.cumsum(self._pending[:self._per_chunk])
+            # Full at per_chunk records, or sooner if the next record would pass max_bytes.
+            take = min(self._per_chunk, int(np.searchsorted(ends, self._limits["max_bytes"], side="right")))
+            if take == 0:
+                raise InputError(f"row {self._first}: its record is {int(self._pending[0])} bytes, more than a batch "
+                                 f"input file may hold ({self._limits['max_bytes']} bytes); shorten that row's prompt")
+            ready += self._cut(take, int(ends[take - 1]))
+        return ready
+
+    def _cut(self, records: int, size: int) -> list[Chunk]:
+        index = len(self.chunks) + (self._held is not None)
+        chunk = Chunk(index, self._first, self._first + records, records, size, self._offset)
+        held, self._held = self._held, (chunk, self._pending[:records])
+        self._pending = self._pending[records:]
+        self._first += records
+        self._offset += size
+        if held is None:
+            return []
+        self.chunks.append(held[0])
+        return [held[0]]
+
+    def finish(self) -> list[Chunk] | None:
+        """The last chunks, once every record was added; None if it never cut one (then plan the
+        whole input with plan_chunks, as before)."""
+        if self._held is None:
+            return None
+        held, held_sizes = self._held
+        tail = np.concatenate([held_sizes, self._pending])
+        plan = plan_chunks(tail, **self._limits)
+        last = [Chunk(held.index + c.index, held.first_row + c.first_row, held.first_row + c.end_row, c.records,
+                      c.bytes, held.byte_offset + c.byte_offset) for c in plan.chunks]
+        self.chunks += last
+        return last
+
+    def plan(self, total_rows: int, total_bytes: int) -> SplitPlan:
+        """The plan of every chunk handed over (after finish)."""
+        return SplitPlan(list(self.chunks), False, total_rows, total_bytes)
