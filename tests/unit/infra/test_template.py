@@ -450,6 +450,23 @@ def test_every_worker_reads_the_absent_job_grace_the_template_is_given_with_the_
     assert template["Parameters"]["AbsentJobGraceSeconds"]["Default"] == Settings.model_fields["absent_job_grace_s"].default
 
 
+@pytest.mark.parametrize("variable, parameter, setting", [
+    ("QUARRY_GATE_HOSTING_HOURS", "GateHostingHours", "gate_hosting_hours"),
+    ("QUARRY_HOSTING_TTL_S", "HostingTtlSeconds", "hosting_ttl_s"),
+])
+def test_every_worker_reads_the_customize_hosting_settings_the_template_is_given_with_the_settings_default(
+        template, variable, parameter, setting):
+    # preprocess estimates the gate's hosting hours; the watchdog (every worker) sweeps hosting past its TTL.
+    for worker in WORKERS:
+        [container] = template["Resources"][f"{worker.capitalize()}TaskDefinition"]["Properties"]["ContainerDefinitions"]
+        env = {v["Name"]: v["Value"] for v in container["Environment"]}
+        assert env[variable] == {"Ref": parameter}
+    declared = template["Parameters"][parameter]
+    assert declared["Default"] == Settings.model_fields[setting].default
+    # The smallest value the template accepts is one the settings accept too (else a worker would not start).
+    assert getattr(Settings.model_validate({setting: declared["MinValue"]}), setting) == declared["MinValue"]
+
+
 # --- the watchdog and the consumer, as every worker runs them ---------------------------------------------
 class _Recorder:
     """A boto client that records each call as (IAM action, resource ARN) and answers just enough
