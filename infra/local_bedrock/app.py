@@ -296,6 +296,7 @@ class LocalBedrock:
             "customizationJobs": _count(job.status for job in self.customization_jobs.all()),
             "customModels": len(self.custom_models.all()),
             **self.hosting.counts(),
+            "hostingCreated": self.hosting.created(),
             "provisionedHourlyCost": self.hosting.prices()["totalHourly"],
         })
 

@@ -221,6 +221,9 @@ class Hosting:
         self._clock = clock
         self._pts: dict[str, ProvisionedThroughput] = {}
         self._deployments: dict[str, Deployment] = {}
+        # Creates that made a new PT or deployment (not the answers a repeated token gets), since
+        # this process started: a test counts them to prove a crash never made a second one.
+        self._created = {"provisionedThroughputs": 0, "customModelDeployments": 0}
         for record in state.load(PT_STATE):
             pt = ProvisionedThroughput.from_record(record)
             self._pts[pt.pt_id] = pt
@@ -258,6 +261,7 @@ class Hosting:
             ready_at=now + dt.timedelta(seconds=self._delay(faults, self._settings.delays.provisioning)),
         )
         self._pts[pt_id] = pt
+        self._created["provisionedThroughputs"] += 1
         self._save_pts()
         return {"provisionedModelArn": pt.arn}
 
@@ -334,6 +338,7 @@ class Hosting:
             ready_at=now + dt.timedelta(seconds=self._delay(faults, self._settings.delays.deployment)),
         )
         self._deployments[deployment_id] = deployment
+        self._created["customModelDeployments"] += 1
         self._save_deployments()
         return {"customModelDeploymentArn": deployment.arn}
 
@@ -417,6 +422,10 @@ class Hosting:
         self._settle()
         return {"provisionedThroughputs": _count(pt.status for pt in self._pts.values()),
                 "customModelDeployments": _count(d.status for d in self._deployments.values())}
+
+    def created(self) -> dict[str, int]:
+        """How many PTs and deployments were created (not replayed by token) since this process started."""
+        return dict(self._created)
 
     def clear(self) -> None:
         self._pts.clear()

@@ -311,3 +311,12 @@ def test_only_listed_models_are_legacy_and_only_nova_customs_deploy_on_demand():
     assert {m.model_id for m in catalogue.MODELS if m.lifecycle == "LEGACY"} == set(catalogue.LEGACY)
     assert {m.family for m in catalogue.MODELS if m.custom_deployable} == {"nova"}
     assert all(m.provisionable for m in catalogue.MODELS if m.customizations)
+
+
+def test_created_counts_each_new_hosting_once_and_not_a_repeated_token(hosting, models):
+    deploy(hosting, models.get("nova00000001").model_arn, clientRequestToken="tok-1")
+    deploy(hosting, models.get("nova00000001").model_arn, clientRequestToken="tok-1")
+    provision(hosting, "amazon.titan-text-lite-v1", clientRequestToken="pt-1")
+    provision(hosting, "amazon.titan-text-lite-v1", clientRequestToken="pt-1")
+
+    assert hosting.created() == {"provisionedThroughputs": 1, "customModelDeployments": 1}
