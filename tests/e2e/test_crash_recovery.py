@@ -104,3 +104,51 @@ def test_a_run_whose_collection_always_crashes_fails_with_the_error_and_an_email
     assert "failed" in mail["subject"] and "Parquet" in mail["body"]
     _, _, holders = load_run(run.run_id)
     assert holders == set()
+
+
+# --- customize: the hosting a crash must neither duplicate nor leave billing --------------------------------
+def _customize_data(aws) -> dict:
+    """Training rows and held-out rows asked differently (tests/e2e/test_customize.py explains why)."""
+    from tests.e2e.test_customize import HELD_OUT, TRAIN, _put, _rows
+
+    rows, tag = _rows(), uuid.uuid4().hex[:6]
+    held = [{"prompt": r["prompt"].replace("Summarize the following conversation.", "Write a one-line summary of this "
+                                           "conversation, please."), "completion": r["completion"]}
+            for r in rows[:HELD_OUT]]
+    return {"train": _put(aws["s3"], f"tuning/{tag}/train.jsonl", rows[:TRAIN]),
+            "held_out": _put(aws["s3"], f"tuning/{tag}/held_out.jsonl", held), "tag": tag, "rows": rows}
+
+
+@pytest.mark.parametrize("learns", [True, False], ids=["gate-passes", "gate-fails"])
+def test_submit_killed_right_after_requesting_the_hosting_finds_it_again_and_keeps_or_deletes_it_per_the_gate(
+        stack, aws, learns):
+    from tests.e2e.test_customize import BASE, _drop, _finished, _hosting_left, _spec
+
+    point = "submit.after_hosting_requested"
+    data = _customize_data(aws)
+    if not learns:
+        control(stack, "POST", "/local-bedrock-api/faults", {"model_id": BASE, "job_name": "quarry-*-customization",
+                                                              "learn_nothing": True, "times": 1})
+    created_before = control(stack, "GET", "/local-bedrock-api/health")["hostingCreated"]["provisionedThroughputs"]
+    crash_once(stack, "submit", point)
+    source = _drop(aws, _spec(data, "crashed", hosting={"type": "provisioned", "model_units": 1}))
+
+    wait_for_death_then_restart(stack, "submit", point)
+    run = _finished(source, timeout=180)
+
+    created = control(stack, "GET", "/local-bedrock-api/health")["hostingCreated"]["provisionedThroughputs"]
+    assert created - created_before == 1, "one hosting ever created, the crash notwithstanding"
+    left = _hosting_left(run.run_id)
+    try:
+        if learns:
+            assert (run.status, run.summary["verdict"], run.summary["kept"]) == ("SUCCEEDED", "gate_passed", True)
+            assert left == [run.summary["hosting"]["arn"]]
+            assert aws["bedrock"].get_provisioned_model_throughput(provisionedModelId=left[0])["status"] == "InService"
+        else:
+            assert (run.status, run.summary["verdict"]) == ("SUCCEEDED", "gate_not_passed"), run.error
+            assert left == [], "the hosting the crashed worker requested was deleted"
+    finally:
+        for arn in left:  # no-commitment throughput is limited per account: leave none to later tests
+            aws["bedrock"].delete_provisioned_model_throughput(provisionedModelId=arn)
+    time.sleep(2)  # a second email, if one were coming, would come in this time
+    assert len([m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]]) == 1, "exactly one email"
