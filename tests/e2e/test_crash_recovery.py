@@ -152,3 +152,28 @@ def test_submit_killed_right_after_requesting_the_hosting_finds_it_again_and_kee
             aws["bedrock"].delete_provisioned_model_throughput(provisionedModelId=arn)
     time.sleep(2)  # a second email, if one were coming, would come in this time
     assert len([m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]]) == 1, "exactly one email"
+
+
+def test_an_orphan_hosting_whose_run_is_lost_is_deleted_by_the_sweeper_and_emailed_about_once(stack, aws):
+    # As a crash between a hosting's create and its run's record would leave it: Quarry's name, no run.
+    lost_run = uuid.uuid4().hex
+    name = f"quarry-{lost_run}-hosting"
+    bedrock = aws["bedrock"]
+    orphan = bedrock.create_provisioned_model_throughput(provisionedModelName=name, modelUnits=1,
+                                                         modelId="amazon.titan-text-lite-v1")["provisionedModelArn"]
+    theirs = bedrock.create_provisioned_model_throughput(provisionedModelName=f"team-{lost_run[:8]}", modelUnits=1,
+                                                         modelId="amazon.titan-text-lite-v1")["provisionedModelArn"]
+    try:
+        mail = wait_until(lambda: next((m for m in read_mail(stack.config.maildir) if orphan in m["body"]), None),
+                          timeout=60, what="the sweeper's email")
+        names = [p["provisionedModelName"] for p in bedrock.list_provisioned_model_throughputs()
+                 ["provisionedModelSummaries"]]
+    finally:
+        bedrock.delete_provisioned_model_throughput(provisionedModelId=theirs)
+
+    assert name not in names, "the orphan was deleted"
+    assert f"team-{lost_run[:8]}" in names, "a throughput Quarry did not make is left alone"
+    assert " ".join(mail["subject"].split()) == f"Quarry deleted hosting {name}"  # a long subject comes folded
+    assert "its run is lost" in mail["body"]
+    time.sleep(3)  # later sweeps find nothing more to delete, so no second email
+    assert len([m for m in read_mail(stack.config.maildir) if orphan in m["body"]]) == 1
