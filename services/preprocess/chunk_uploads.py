@@ -3,9 +3,10 @@
 prepare hands over each chunk as soon as its records are in the local spool (a byte range of
 it); one thread uploads them in order, so the upload of one overlaps the preparation of the
 next, and the S3 side (moto here, a network on AWS) and the data plane each keep a core busy.
-The queue holds chunk descriptors, never bytes, and is bounded: if uploads fall behind by more
-than a few chunks, preparation waits for them instead of filling the disk far ahead. An upload
-that fails stops preparation at its next chunk with that error.
+The queue holds chunk descriptors, never bytes (the bytes are in the spool on disk, written
+anyway), so its bound only stops a runaway: when the chunk size is decided, a quarter into the
+input, every chunk of that quarter is queued at once and must not make preparation wait. An
+upload that fails stops preparation at its next chunk with that error.
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from typing import Callable
 from shared.adapters.objects import SyncObjects
 from shared.dataplane.splitter import Chunk
 
-_QUEUE_CHUNKS = 4
+_QUEUE_CHUNKS = 64
 _DONE = object()
 
 
 class ChunkUploads:
-    """Uploads chunks of `spool` to `uri_of(chunk.index)` in a thread; use as a context manager."""
+    """Uploads chunks of `spool` to `uri_of(chunk.index)` in a thread: start(), submit() each,
+    wait() for them all, and close() in any case."""
 
     def __init__(self, objects: SyncObjects, spool: Path, uri_of: Callable[[int], str]) -> None:
         self._objects, self._spool, self._uri_of = objects, spool, uri_of
@@ -31,19 +33,27 @@ class ChunkUploads:
         self.uploaded: dict[int, Chunk] = {}
         self._thread = threading.Thread(target=self._run, name="chunk-uploads", daemon=True)
 
-    def __enter__(self) -> "ChunkUploads":
+    def start(self) -> "ChunkUploads":
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop after what is queued (idempotent); errors are left to wait()."""
         self._stop()
 
     def submit(self, chunk: Chunk) -> None:
         """Queue the chunk (its bytes are in the spool); raises an earlier upload's error."""
+        self._put(chunk)
+
+    def submit_file(self, path: str, uri: str) -> None:
+        """Queue a whole local file's upload after the chunks (rows.parquet)."""
+        self._put((path, uri))
+
+    def _put(self, item: object) -> None:
         self._raise_failure()
         while True:
             try:
-                self._queue.put(chunk, timeout=0.5)
+                self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 self._raise_failure()  # the uploader stopped: do not wait for it for ever
@@ -70,14 +80,17 @@ class ChunkUploads:
 
     def _run(self) -> None:
         while True:
-            chunk = self._queue.get()
-            if chunk is _DONE:
+            item = self._queue.get()
+            if item is _DONE:
                 return
             if self._failure is not None:
                 continue  # drain what is queued, upload nothing more
             try:
-                self._objects.upload_range(str(self._spool), chunk.byte_offset, chunk.byte_length,
-                                           self._uri_of(chunk.index))
-                self.uploaded[chunk.index] = chunk
+                if isinstance(item, Chunk):
+                    self._objects.upload_range(str(self._spool), item.byte_offset, item.byte_length,
+                                               self._uri_of(item.index))
+                    self.uploaded[item.index] = item
+                else:
+                    self._objects.upload_file(*item)
             except BaseException as exc:  # noqa: BLE001 - handed to the preparing thread
                 self._failure = exc

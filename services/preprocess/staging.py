@@ -7,7 +7,6 @@ rest to jobs (or on demand, when too few are left).
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from shared.adapters.response_cache import ResponseCache
 from shared.dataplane.cached_records import CacheSplit, cached_byte_range, rows_of_chunks, split_cached
 from shared.dataplane.duplicates import duplicates_bytes, split_duplicates
 from shared.dataplane.prepare import SPOOL_NAME, PrepareLimits, PrepareSpec, Prepared, prepare
-from shared.dataplane.splitter import Chunk, plan_chunks
+from shared.dataplane.splitter import plan_chunks
 from shared.domain import layout
 from shared.domain.spec import batch_capable
 from shared.domain.runs import Job, Run, job_key
@@ -42,16 +41,20 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
     assert run.spec is not None
     # Per attempt: two deliveries of the same start may stage at once; each writes its own spool.
     workdir = Path(settings.workdir) / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
+    uploads: ChunkUploads | None = None
     try:
-        prepared, uploaded = _prepare(run, objects=objects, settings=settings, workdir=workdir,
-                                      early=cache is None or run.spec.cache != "reuse")
+        prepared, uploads = _prepare(run, objects=objects, settings=settings, workdir=workdir,
+                                     early=cache is None or run.spec.cache != "reuse")
         # A dry run reads, renders and counts, and writes nothing.
         write = not run.spec.dry_run
-        if write:
+        if write and uploads is not None:
+            uploads.submit_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))  # while dups are found
+        elif write:
             objects.upload_file(str(prepared.rows_path), layout.rows_uri(settings, run.run_id))
         spool, plan, split = prepared.spool_path, prepared.plan, None
         # Identical requests are sent once: repeats leave the spool, their rows get the first's answer.
         dups = split_duplicates(prepared.spool_path, workdir=workdir)
+        uploaded = uploads.wait() if uploads is not None else {}
         if dups is not None:
             if write:
                 objects.put(layout.duplicates_uri(settings, run.run_id), duplicates_bytes(dups))
@@ -91,6 +94,8 @@ def stage_input(run: Run, *, objects: SyncObjects, settings: Settings, cache: Re
                             end_row=chunk.end_row))
         return Staged(prepared.total_rows, jobs, [], cached, deduplicated)
     finally:
+        if uploads is not None:
+            uploads.close()  # before the spool it reads is removed
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -113,27 +118,31 @@ EARLY_UPLOAD_MIN_BYTES = 64 << 20
 
 
 def _prepare(run: Run, *, objects: SyncObjects, settings: Settings, workdir: Path,
-             early: bool) -> tuple[Prepared, dict[int, Chunk]]:
-    """The prepared input, and the chunks already uploaded while it was prepared (by index)."""
+             early: bool) -> tuple[Prepared, ChunkUploads | None]:
+    """The prepared input, and the uploads of its chunks started while it was prepared (None when
+    the input is planned whole first); the caller waits for them, then closes them."""
     spec = run.spec
     limits = _split_limits(run, settings)
     size = objects.size(run.input_uri) if early and not spec.dry_run else None
     stream = objects.open(run.input_uri)
+    uploads = None
     try:
-        with contextlib.ExitStack() as stack:
-            uploads = None
-            if size is not None and size >= EARLY_UPLOAD_MIN_BYTES:
-                uploads = stack.enter_context(ChunkUploads(
-                    objects, workdir / SPOOL_NAME, lambda index: layout.chunk_uri(settings, run.run_id, index)))
-            prepared = prepare(
-                stream, name=run.input_uri,
-                spec=PrepareSpec(model_id=spec.family_model, template=spec.template, system=spec.system,
-                                 params=spec.params, converse=spec.invocation == "Converse"),
-                limits=PrepareLimits(min_records=limits["min_records"], max_records=limits["max_records"],
-                                     max_file_bytes=settings.max_bytes_per_file,
-                                     max_record_bytes=settings.max_record_bytes),
-                workdir=workdir, input_bytes=size, on_chunk=uploads.submit if uploads else None,
+        if size is not None and size >= EARLY_UPLOAD_MIN_BYTES:
+            uploads = ChunkUploads(objects, workdir / SPOOL_NAME,
+                                   lambda index: layout.chunk_uri(settings, run.run_id, index)).start()
+        prepared = prepare(
+            stream, name=run.input_uri,
+            spec=PrepareSpec(model_id=spec.family_model, template=spec.template, system=spec.system,
+                             params=spec.params, converse=spec.invocation == "Converse"),
+            limits=PrepareLimits(min_records=limits["min_records"], max_records=limits["max_records"],
+                                 max_file_bytes=settings.max_bytes_per_file,
+                                 max_record_bytes=settings.max_record_bytes),
+            workdir=workdir, input_bytes=size, on_chunk=uploads.submit if uploads else None,
             )
-            return prepared, (uploads.wait() if uploads else {})
+        return prepared, uploads
+    except BaseException:
+        if uploads is not None:
+            uploads.close()
+        raise
     finally:
         stream.close()

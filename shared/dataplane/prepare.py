@@ -17,7 +17,6 @@ the GIL) while the reader parses ahead on its own threads.
 from __future__ import annotations
 
 import collections
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dataplane import configure_arrow_memory
-from shared.dataplane.readers import DEFAULT_BATCH_ROWS, InputError, detect_format, iter_batches
+from shared.dataplane.readers import DEFAULT_BATCH_ROWS, InputError, ReadProgress, detect_format, iter_batches
 from shared.dataplane.sandbox import RenderLimits
 from shared.dataplane.splitter import Chunk, RollingSplit, SplitPlan, plan_chunks
 from shared.dataplane.templates import PromptTemplate
@@ -135,13 +134,15 @@ def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: Prepare
              gzipped: bool, family: Family, input_bytes: int | None,
              on_chunk: Callable[[Chunk], None] | None) -> Prepared:
     spool_path, rows_path = workdir / SPOOL_NAME, workdir / ROWS_NAME
-    rolling = None
-    if on_chunk is not None and input_bytes:
-        stream = _Counted(stream)
-        rolling = (stream, RollingSplit(input_bytes=input_bytes, min_records=limits.min_records,
-                                        max_records=limits.max_records, max_bytes=limits.max_file_bytes), on_chunk)
+    rolling, progress = None, None
+    # Only where the reader knows exactly how many rows the bytes so far hold (uncompressed CSV and
+    # TSV): elsewhere the chunks are planned once the whole input is read.
+    if on_chunk is not None and input_bytes and fmt in ("csv", "tsv") and not gzipped:
+        progress = ReadProgress()
+        rolling = (progress, RollingSplit(input_bytes=input_bytes, min_records=limits.min_records,
+                                          max_records=limits.max_records, max_bytes=limits.max_file_bytes), on_chunk)
     batches = iter_batches(stream, fmt=fmt, gzipped=gzipped, name=name, batch_rows=limits.batch_rows,
-                           max_row_bytes=limits.max_record_bytes)
+                           max_row_bytes=limits.max_record_bytes, progress=progress)
     first = next(batches)
     columns = first.schema.names
     encoder = _encoder_for(spec, family, columns, name=name, limits=limits)
@@ -152,30 +153,9 @@ def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: Prepare
         encoder.close()
 
 
-class _Counted(io.RawIOBase):
-    """The input stream, counting the bytes read from it (how far into the object the reader is)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], name: str, spec: PrepareSpec,
                 limits: PrepareLimits, family: Family, spool_path: Path, rows_path: Path, rolling=None) -> Prepared:
-    counted, split, on_chunk = rolling or (None, None, None)
+    progress, split, on_chunk = rolling or (None, None, None)
     sizes: list[np.ndarray] = []
     rows = 0
     schema = pa.schema([pa.field(c, pa.string()) for c in columns])
@@ -211,7 +191,7 @@ def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], 
             pending.append((batch, pool.submit(encoder, batch, start)))
             start += batch.num_rows
             if split is not None:
-                split.observe(start, counted.count)
+                split.observe(progress.rows, progress.bytes)
             while len(pending) >= _IN_FLIGHT:
                 drain_one()
         while pending:

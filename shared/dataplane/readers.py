@@ -66,16 +66,27 @@ def detect_format(name: str) -> tuple[Format, bool]:
         f"{', '.join(_SUFFIXES)} (optionally followed by .gz)")
 
 
+@dataclass
+class ReadProgress:
+    """How far a CSV or TSV reader has scanned its input: the bytes, and the rows that ended in
+    them (exact, however far ahead of the batches yielded so far the reader is)."""
+
+    bytes: int = 0
+    rows: int = 0
+
+
 def iter_batches(
     stream: IO[bytes], *, fmt: Format, gzipped: bool, name: str,
     batch_rows: int = DEFAULT_BATCH_ROWS, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    progress: ReadProgress | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield RecordBatches of string columns from `stream`, read once, front to back."""
+    """Yield RecordBatches of string columns from `stream`, read once, front to back. `progress`
+    (CSV and TSV) is kept up to date with what the reader has scanned."""
     if gzipped:
         stream = _GzipReader(stream, name=name)
     if fmt in ("csv", "tsv"):
         yield from _rebatch(_iter_csv(stream, name=name, delimiter="," if fmt == "csv" else "\t",
-                                      max_row_bytes=max_row_bytes), batch_rows)
+                                      max_row_bytes=max_row_bytes, progress=progress), batch_rows)
     elif fmt == "jsonl":
         yield from _iter_jsonl(stream, name=name, batch_rows=batch_rows, max_row_bytes=max_row_bytes)
     elif fmt == "parquet":
@@ -168,7 +179,8 @@ def check_column_names(names: list[str], *, name: str) -> None:
                          "rename them so every column name is unique")
 
 
-def _iter_csv(stream: IO[bytes], *, name: str, delimiter: str, max_row_bytes: int) -> Iterator[pa.RecordBatch]:
+def _iter_csv(stream: IO[bytes], *, name: str, delimiter: str, max_row_bytes: int,
+              progress: ReadProgress | None = None) -> Iterator[pa.RecordBatch]:
     head = _read_at_least(stream, _HEADER_PEEK_BYTES)
     if head.startswith(_BOM):
         head = head[len(_BOM):]
@@ -178,7 +190,8 @@ def _iter_csv(stream: IO[bytes], *, name: str, delimiter: str, max_row_bytes: in
     header = _parse_header(head, name=name, delimiter=delimiter)
     check_column_names(header, name=name)
     quoting = delimiter == ","  # TSV has no quoting convention: quotes are literal text.
-    scan = _RowScanner(_Prefixed(head, stream), name=name, quoting=quoting, max_row_bytes=max_row_bytes)
+    scan = _RowScanner(_Prefixed(head, stream), name=name, quoting=quoting, max_row_bytes=max_row_bytes,
+                       progress=progress)
     invalid: list = []
 
     def on_invalid_row(row) -> str:
@@ -287,8 +300,10 @@ class _RowScanner(io.RawIOBase):
 
     _WINDOW = 8
 
-    def __init__(self, raw: IO[bytes], *, name: str, quoting: bool, max_row_bytes: int) -> None:
+    def __init__(self, raw: IO[bytes], *, name: str, quoting: bool, max_row_bytes: int,
+                 progress: ReadProgress | None = None) -> None:
         self._raw, self._name, self._quoting = raw, name, quoting
+        self._progress = progress
         self.max_row_bytes = max_row_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._state = _ScanState()
@@ -352,6 +367,8 @@ class _RowScanner(io.RawIOBase):
         else:
             after.row_blank = before.row_blank and _blank(chunk)
         self._state = after
+        if self._progress is not None:
+            self._progress.bytes, self._progress.rows = after.offset, max(after.records - 1, 0)  # not the header
         if after.offset - after.row_start > self.max_row_bytes:
             raise self._too_long(after.row_line, after.records, after.offset - after.row_start, at_least=True)
 

@@ -120,7 +120,7 @@ class RollingSplit:
     read. Here the chunk size is fixed early instead, from an estimate of the input's rows (the
     rows read so far, and the bytes left at the rate rows came in, once a quarter is read): the chunk
     count is the fewest that fit the estimate (as plan_chunks counts them) and each chunk gets an
-    even share of the estimated rows. A chunk is handed over (`add` returns
+    even share of the estimated rows (plus 1%). A chunk is handed over (`add` returns
     it) once the one after it is full, so that at the end the last full chunk and the remainder
     are split again by plan_chunks: no chunk is below min_records or left tiny, and none is over
     max_records or max_bytes. The chunks differ from plan_chunks' by the estimate's error (a few
@@ -128,6 +128,7 @@ class RollingSplit:
     """
 
     DECIDE_AT = 0.25  # of the input read: the estimate is made then
+    SLACK = 0.01
 
     def __init__(self, *, input_bytes: int, min_records: int, max_records: int, max_bytes: int) -> None:
         self._input_bytes = input_bytes
@@ -137,7 +138,7 @@ class RollingSplit:
         self._offset = 0  # its byte offset in the spool
         self._held: tuple[Chunk, np.ndarray] | None = None  # the last full chunk and its sizes
         self._per_chunk: int | None = None
-        self._start: tuple[int, int] | None = None  # (rows, bytes) read at the first measuring point
+        self._points: list[tuple[int, int]] = []  # (bytes, rows) read, until decided
         self._seen: list[np.ndarray] = []  # sizes added before the decision (for the mean record size)
         self.decided = False
         self.chunks: list[Chunk] = []  # handed over, in order
@@ -150,25 +151,28 @@ class RollingSplit:
     def observe(self, rows_read: int, bytes_read: int) -> None:
         """`rows_read` rows came from the first `bytes_read` bytes of the input: decide once enough is read.
 
-        The rows per byte are measured between the points at an eighth and a quarter of the input:
-        the reader's read-ahead (bytes read, not yet rows) is the same at both and cancels out."""
+        The rows per byte are the slope of a line fitted through every (bytes, rows) point so far:
+        the reader's read-ahead (bytes read, not rows yet) shifts the points, not the slope, and its
+        ups and downs average out over the points."""
         if self.decided or rows_read == 0:
             return
-        if self._start is None and bytes_read >= self.DECIDE_AT / 2 * self._input_bytes:
-            self._start = (rows_read, bytes_read)
+        self._points.append((bytes_read, rows_read))
         if bytes_read < self.DECIDE_AT * self._input_bytes or not self._seen:
             return
         self.decided = True
-        start_rows, start_bytes = self._start or (0, 0)
-        if bytes_read > start_bytes and rows_read > start_rows:
-            rows = int(rows_read + (self._input_bytes - bytes_read) * (rows_read - start_rows) / (bytes_read - start_bytes))
+        points = np.asarray(self._points, dtype=np.float64)
+        if len(np.unique(points[:, 0])) >= 3:
+            slope = float(np.polyfit(points[:, 0], points[:, 1], 1)[0])
+            rows = int(rows_read + max(0, self._input_bytes - bytes_read) * max(slope, 0.0))
         else:  # the reader read everything at once (a Parquet file is spooled first): no estimate
             rows = rows_read
         record_bytes = float(np.concatenate(self._seen).mean())
         self._seen = []
         lo, hi, max_bytes = self._limits["min_records"], self._limits["max_records"], self._limits["max_bytes"]
         count = max(-(-rows // hi), -(-int(rows * record_bytes) // max_bytes), 1)
-        per_chunk = -(-rows // count)
+        # 1% over an even share: an estimate a little low then leaves the last chunk short (the
+        # tail is split again) instead of spilling a few rows into one chunk more.
+        per_chunk = min(hi, -(-int(rows * (1 + self.SLACK)) // count))
         # At least two chunks, or nothing is gained; each well inside the limits, else plan_chunks
         # decides at the end as it always did.
         if count >= 2 and per_chunk >= 2 * lo and per_chunk * record_bytes * 1.25 <= max_bytes:

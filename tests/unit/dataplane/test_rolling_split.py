@@ -54,7 +54,7 @@ def test_given_2_2m_rows_when_rolled_then_most_chunks_are_handed_over_before_the
 
     check_plan(chunks, sizes, **limits)
     assert split.rolling and len(early) >= 40
-    assert len(chunks) <= len(plan_chunks(sizes, **limits).chunks) + 1
+    assert len(chunks) == len(plan_chunks(sizes, **limits).chunks)
 
 
 def test_given_120k_rows_when_rolled_then_three_chunks_of_about_40k():
@@ -62,7 +62,7 @@ def test_given_120k_rows_when_rolled_then_three_chunks_of_about_40k():
 
     _, _, chunks = roll(sizes, min_records=100, max_records=50_000, max_bytes=10**9)
 
-    assert [c.records for c in chunks] == [40_000] * 3
+    assert len(chunks) == 3 and all(abs(c.records - 40_000) <= 400 for c in chunks)
 
 
 def test_given_an_estimate_too_low_when_rolled_then_the_extra_rows_are_split_evenly_with_the_last_chunk():
@@ -70,8 +70,8 @@ def test_given_an_estimate_too_low_when_rolled_then_the_extra_rows_are_split_eve
     # The first quarter of the input holds longer rows than the rest: the estimate says ~97k rows.
     split = RollingSplit(input_bytes=12_000_000, min_records=100, max_records=50_000, max_bytes=10**9)
     split.add(sizes[:5_000])
-    split.observe(15_000, 1_600_000)
-    split.observe(30_000, 3_200_000)
+    for rows in range(5_000, 30_001, 5_000):
+        split.observe(rows, rows * 3_200_000 // 30_000)
     for start in range(5_000, 120_000, 5_000):
         split.add(sizes[start:start + 5_000])
     split.finish()
@@ -181,3 +181,15 @@ def test_given_a_large_input_when_staged_then_its_chunks_are_uploaded_early_and_
     assert [len(chunk.splitlines()) for chunk in chunks] == [job.records for job in staged.jobs]
     ids = [line[len(b'{"recordId":"'):len(b'{"recordId":"') + 10] for chunk in chunks for line in chunk.splitlines()]
     assert ids == [b"%010d" % row for row in range(CSV_ROWS)]
+
+
+def test_given_a_csv_with_quoted_line_breaks_when_read_then_its_progress_counts_rows_not_lines():
+    from shared.dataplane.readers import ReadProgress, iter_batches
+
+    data = b'text,n\n"two\nlines",1\n\nplain,2\n"a ""quoted"" one",3\n'
+    progress = ReadProgress()
+
+    rows = sum(batch.num_rows for batch in iter_batches(io.BytesIO(data), fmt="csv", gzipped=False, name="x.csv",
+                                                         progress=progress))
+
+    assert (progress.rows, progress.bytes) == (rows, len(data)) == (3, len(data))
