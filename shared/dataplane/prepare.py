@@ -136,8 +136,8 @@ def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: Prepare
     spool_path, rows_path = workdir / SPOOL_NAME, workdir / ROWS_NAME
     rolling, progress = None, None
     # Only where the reader knows exactly how many rows the bytes so far hold (uncompressed CSV and
-    # TSV): elsewhere the chunks are planned once the whole input is read.
-    if on_chunk is not None and input_bytes and fmt in ("csv", "tsv") and not gzipped:
+    # TSV; Parquet, read whole first): elsewhere the chunks are planned once the whole input is read.
+    if on_chunk is not None and input_bytes and fmt in ("csv", "tsv", "parquet") and not gzipped:
         progress = ReadProgress()
         rolling = (progress, RollingSplit(input_bytes=input_bytes, min_records=limits.min_records,
                                           max_records=limits.max_records, max_bytes=limits.max_file_bytes), on_chunk)

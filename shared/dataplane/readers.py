@@ -69,7 +69,8 @@ def detect_format(name: str) -> tuple[Format, bool]:
 @dataclass
 class ReadProgress:
     """How far a CSV or TSV reader has scanned its input: the bytes, and the rows that ended in
-    them (exact, however far ahead of the batches yielded so far the reader is)."""
+    them (exact, however far ahead of the batches yielded so far the reader is). A Parquet file
+    is read whole before its first batch: its size and row count."""
 
     bytes: int = 0
     rows: int = 0
@@ -81,7 +82,7 @@ def iter_batches(
     progress: ReadProgress | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield RecordBatches of string columns from `stream`, read once, front to back. `progress`
-    (CSV and TSV) is kept up to date with what the reader has scanned."""
+    (CSV, TSV and Parquet) is kept up to date with what the reader has scanned."""
     if gzipped:
         stream = _GzipReader(stream, name=name)
     if fmt in ("csv", "tsv"):
@@ -90,7 +91,7 @@ def iter_batches(
     elif fmt == "jsonl":
         yield from _iter_jsonl(stream, name=name, batch_rows=batch_rows, max_row_bytes=max_row_bytes)
     elif fmt == "parquet":
-        yield from _iter_parquet(stream, name=name, batch_rows=batch_rows)
+        yield from _iter_parquet(stream, name=name, batch_rows=batch_rows, progress=progress)
     else:
         raise InputError(f"{name}: unsupported format {fmt!r}")
 
@@ -532,7 +533,8 @@ def _jsonl_batch(rows: list[dict], columns: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
-def _iter_parquet(stream: IO[bytes], *, name: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _iter_parquet(stream: IO[bytes], *, name: str, batch_rows: int,
+                  progress: ReadProgress | None = None) -> Iterator[pa.RecordBatch]:
     with tempfile.NamedTemporaryFile(prefix="quarry-input-", suffix=".parquet") as spool:
         shutil.copyfileobj(stream, spool, 8 << 20)
         spool.flush()
@@ -548,6 +550,8 @@ def _iter_parquet(stream: IO[bytes], *, name: str, batch_rows: int) -> Iterator[
         check_column_names(names, name=name)
         if pf.metadata.num_rows == 0:
             raise InputError(f"{name}: the Parquet file has columns ({', '.join(names)}) but no rows")
+        if progress is not None:  # the whole file is here: its footer says how many rows it has
+            progress.bytes, progress.rows = spool.tell(), pf.metadata.num_rows
         for batch in pf.iter_batches(batch_size=batch_rows, use_threads=True):
             yield pa.RecordBatch.from_arrays(
                 [_to_string(col, field=f, name=name) for col, f in zip(batch.columns, batch.schema)],

@@ -161,11 +161,13 @@ class RollingSplit:
             return
         self.decided = True
         points = np.asarray(self._points, dtype=np.float64)
-        if len(np.unique(points[:, 0])) >= 3:
-            slope = float(np.polyfit(points[:, 0], points[:, 1], 1)[0])
-            rows = int(rows_read + max(0, self._input_bytes - bytes_read) * max(slope, 0.0))
-        else:  # the reader read everything at once (a Parquet file is spooled first): no estimate
+        if bytes_read >= self._input_bytes:  # all read (a Parquet file is read whole first): rows are known
             rows = rows_read
+        elif len(np.unique(points[:, 0])) >= 3:
+            slope = float(np.polyfit(points[:, 0], points[:, 1], 1)[0])
+            rows = int(rows_read + (self._input_bytes - bytes_read) * max(slope, 0.0))
+        else:
+            rows = int(rows_read * self._input_bytes / bytes_read)
         record_bytes = float(np.concatenate(self._seen).mean())
         self._seen = []
         lo, hi, max_bytes = self._limits["min_records"], self._limits["max_records"], self._limits["max_bytes"]

@@ -193,3 +193,27 @@ def test_given_a_csv_with_quoted_line_breaks_when_read_then_its_progress_counts_
                                                          progress=progress))
 
     assert (progress.rows, progress.bytes) == (rows, len(data)) == (3, len(data))
+
+
+def test_given_a_parquet_input_when_prepared_then_its_row_count_fixes_the_chunks_and_they_are_handed_over_early(
+        tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"row {i} says hello" for i in range(20_000)]}), buffer)
+    seen: list[tuple[Chunk, int]] = []
+    spool_sizes: list[int] = []
+
+    def handed(chunk: Chunk) -> None:
+        seen.append((chunk, 0))
+        spool_sizes.append((tmp_path / "records.jsonl").stat().st_size)
+
+    prepared = prepare(io.BytesIO(buffer.getvalue()), name="x.parquet",
+                       spec=PrepareSpec(model_id=HAIKU, template="Say: {{ text }}"),
+                       limits=PrepareLimits(min_records=100, max_records=2_000, batch_rows=1_000), workdir=tmp_path,
+                       input_bytes=len(buffer.getvalue()), on_chunk=handed)
+
+    assert [chunk for chunk, _ in seen] == prepared.plan.chunks
+    assert len(prepared.plan.chunks) == 10 and all(c.records <= 2_000 for c in prepared.plan.chunks)
+    assert spool_sizes[0] < prepared.spool_path.stat().st_size  # handed over while the spool still grew
