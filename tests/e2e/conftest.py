@@ -1,6 +1,8 @@
 """The whole local stack, as `quarry local up` starts it, on free ports in a temporary home."""
 from __future__ import annotations
 
+import json
+
 import asyncio
 import os
 import time
@@ -110,3 +112,15 @@ def control(stack: LocalStack, method: str, path: str, body: dict | None = None)
 def sample(rows: int) -> bytes:
     lines = (Path(__file__).resolve().parents[2] / "infra" / "demo" / "dialogsum_sample.jsonl").read_bytes().splitlines()
     return b"\n".join(lines[:rows]) + b"\n"
+
+
+def distinct_rows(rows: int) -> bytes:
+    """`rows` DialogSum rows cycled from the sample, each with a prompt of its own: identical requests
+    within a run are sent once (issue 10), so tests that need many jobs need distinct rows."""
+    lines = [json.loads(line) for line in sample(300).splitlines()]
+    out = []
+    for i in range(rows):
+        row = dict(lines[i % len(lines)])
+        row["prompt"] = f"{row['prompt']}\n(copy {i // len(lines)})" if i >= len(lines) else row["prompt"]
+        out.append(json.dumps(row).encode())
+    return b"\n".join(out) + b"\n"

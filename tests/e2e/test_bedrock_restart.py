@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from infra.local_stack.mailsink import read_mail
-from tests.e2e.conftest import finished_run, load_run, run_for, sample, wait_until
+from tests.e2e.conftest import distinct_rows, finished_run, load_run, run_for, wait_until
 from tests.e2e.recovery_stack import clients, recovery_stack
 
 ROWS = 600
@@ -34,8 +34,7 @@ def aws(stack):
 
 
 def _inputs(rows: int) -> bytes:
-    lines = sample(200).splitlines()
-    return b"\n".join(lines[i % len(lines)] for i in range(rows)) + b"\n"
+    return distinct_rows(rows)
 
 
 def _start_run(aws, name: str) -> str:

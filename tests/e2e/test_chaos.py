@@ -18,7 +18,7 @@ import pytest
 
 from infra.local_stack.mailsink import read_mail
 from infra.local_stack.stack import WORKERS
-from tests.e2e.conftest import latest_runs, load_run, sample
+from tests.e2e.conftest import distinct_rows, latest_runs, load_run
 from tests.e2e.recovery_stack import clients, recovery_stack
 
 RUNS = int(os.environ.get("QUARRY_CHAOS_RUNS", "1"))
@@ -35,8 +35,7 @@ def stack(tmp_path_factory):
 
 
 def _inputs(rows: int) -> bytes:
-    lines = sample(200).splitlines()
-    return b"\n".join(lines[i % len(lines)] for i in range(rows)) + b"\n"
+    return distinct_rows(rows)
 
 
 def test_workers_killed_at_random_lose_and_duplicate_nothing(stack):
