@@ -103,7 +103,8 @@ def main() -> None:
         console.rule(f"Email: {mail['subject']}")
         console.print(mail["body"], markup=False, highlight=False)
         console.rule()
-    console.print(f"Done in {took / 60:.1f} minutes ({took:.0f} s, the stack's start included).")
+    console.print(f"Done in {took / 60:.1f} minutes ({took:.0f} s, the stack's start included): "
+                  f"{asyncio.run(_phases(run, settings))}.")
     console.print("The stack is still up: `quarry hosting list` (a kept model's throughput, and "
                   "`quarry hosting delete ARN`), `quarry registry show demo-dialogsum`, `quarry local down`.")
 
@@ -126,7 +127,32 @@ async def _follow(spec_uri: str, settings: Settings):
         else:
             raise SystemExit("no run started from the spec in 2 minutes; see the logs under .local/stack/logs")
     console.print(f"Customization run {run.run_id}:")
-    return await asyncio.wait_for(follow_customization(run.run_id, settings, console), timeout=1800)
+    try:
+        # Minutes on idle cores; far longer when other work shares them.
+        return await asyncio.wait_for(follow_customization(run.run_id, settings, console), timeout=3600)
+    except TimeoutError:
+        raise SystemExit(f"the customization {run.run_id} did not finish in an hour; `quarry status {run.run_id}`, "
+                         "and the logs under .local/stack/logs") from None
+
+
+async def _phases(run, settings: Settings) -> str:
+    """How long the job, the hosting's coming up and the gate took, from the table's timestamps."""
+    async with async_clients(settings, "dynamodb") as aws:
+        store = RunStore(aws["dynamodb"], settings.table)
+        jobs = {job.job_key: job for job in await store.list_jobs(run.run_id)}
+        gate = await store.get_run(run.children["gate"]) if "gate" in run.children else None
+    parts = []
+    if "customization" in jobs:
+        job = jobs["customization"]
+        parts.append(f"pre-flight {(job.created_at - run.created_at).total_seconds():.0f} s")
+        hosting = jobs.get("hosting")
+        ended = hosting.created_at if hosting else run.updated_at
+        parts.append(f"customization job {(ended - job.created_at).total_seconds() / 60:.1f} min")
+        if hosting and gate:
+            parts.append(f"hosting up {(gate.created_at - hosting.created_at).total_seconds():.0f} s")
+    if gate is not None:
+        parts.append(f"gate {(gate.updated_at - gate.created_at).total_seconds() / 60:.1f} min")
+    return ", ".join(parts) or "no steps"
 
 
 def _mail(stack: LocalStack, run_id: str) -> dict | None:
