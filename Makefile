@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring clean
+.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring bench-sample bench-e2e clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,20 @@ bench-scoring: install
 bench-s3: install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/bench_s3.py
+
+# Side by side with the public bedrock-batch-orchestrator sample's preprocess and postprocess (its
+# logic reproduced in benchmarks/bench_sample.py, commits named there): alternating runs against one
+# local S3, ratios of rows/s and peak RSS. 220k CSV rows by default (BENCH_ROWS, BENCH_FORMATS, BENCH_REPEATS).
+bench-sample: install
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) benchmarks/bench_sample.py
+
+# A file dropped into S3 until its run is notified, through the whole local stack (fast engine), with
+# S3's event delivered twice: the time of each phase, each process's CPU and peak RSS. 2.2M rows by
+# default (BENCH_ROWS=220000 for a quick run). Not part of `make test`.
+bench-e2e: install
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) benchmarks/bench_e2e.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
