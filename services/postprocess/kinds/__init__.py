@@ -1,6 +1,7 @@
 """How each kind of run is collected once its work has ended: one collector per run kind."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -29,13 +30,16 @@ class CollectPorts:
 Collector = Callable[..., Awaitable[None]]
 
 
+_MODULES = {kind: f"services.postprocess.kinds.{kind}" for kind in ("batch", "evaluate", "customize")}
+
+
 class _Registry(dict):
     def __missing__(self, kind: str) -> Collector:
-        from services.postprocess.kinds import batch, customize, evaluate  # noqa: PLC0415 - they import CollectPorts
-
-        self.update({"batch": batch.collect, "evaluate": evaluate.collect, "customize": customize.collect})
-        if kind not in self:
+        if kind not in _MODULES:
             raise KeyError(f"no collector for run kind {kind!r}")
+        # Only the kind's own module (they import CollectPorts from here): the evaluation kind brings
+        # scipy, nltk and the metrics, ~64 MB a batch-only worker would otherwise carry.
+        self[kind] = importlib.import_module(_MODULES[kind]).collect
         return self[kind]
 
 
