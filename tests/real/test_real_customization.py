@@ -220,12 +220,25 @@ def _training_children() -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="looks for the child process in /proc")
-async def test_closing_the_events_mid_training_kills_the_training_process(tmp_path):
+@pytest.mark.parametrize("how", ["closed after a step", "cancelled while waiting for a step"])
+async def test_a_stopped_training_kills_its_process(tmp_path, how):
+    import asyncio
+
     training = spec(tmp_path, write_rows(tmp_path / "train.jsonl", small_rows()), batch_size=2, epochs=3)
     events = RealTrainer().train(training)
 
     first = await events.__anext__()
     running = _training_children()
+    if how == "cancelled while waiting for a step":
+        # What the job runner does on StopModelCustomizationJob: cancel the pending step, then close.
+        pending = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.05)
+        while pending.done():  # a step landed meanwhile: wait on the next one instead
+            pending = asyncio.ensure_future(events.__anext__())
+            await asyncio.sleep(0.05)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
     await events.aclose()
 
     assert isinstance(first, TrainingStep) and first.step_number == 0 and first.total_steps == 18

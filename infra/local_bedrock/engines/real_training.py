@@ -7,14 +7,17 @@ Closing the event iterator (the job was stopped) or cancelling it kills the chil
 also exits when its stdin closes, so it cannot outlive a service that died without cleaning up.
 
 What the child trains, and why:
-- Only the last 4 transformer layers and the final norm; everything else is frozen. Measured on
-  2 cores: 200 DialogSum rows, batch 4, lr 1e-4 take about 2 minutes and 2.1 GB and lift ROUGE-L
-  on held-out rows as much as LoRA over every layer, which is 3x slower and needs 9.5 GB.
+- Only the last 4 transformer layers and the final norm; everything else is frozen. On 2 cores,
+  200 DialogSum rows at batch 4 and lr 1e-4 take 2-5 minutes and 2.1-2.5 GB (README, "Real
+  fine-tuning") and lift held-out ROUGE-L as much as LoRA over every layer, which is 3x slower
+  and needs 9.5 GB.
 - FINE_TUNING records {prompt, completion} are rendered exactly as the real engine serves a
   request: the prompt is a user turn through the chat template (generation prompt included) and
   the completion is the assistant's answer, ended by <|im_end|>. The loss is on the completion
   tokens only. Over-long rows lose the end of the prompt's text, never the completion.
 - CONTINUED_PRE_TRAINING records {input}: the loss is on the whole text, cut into blocks.
+- Faults: `diverge` multiplies the learning rate by 1,000 (the loss climbs); `learn_nothing`
+  trains at rate 0. The runner, not the trainer, ends a job part-way (training.py).
 - Only the trained tensors are saved (safetensors, ~56 MB) with a JSON naming the base weights;
   `engines.real.custom_text_engine` loads the base and lays these tensors over it.
 
@@ -23,6 +26,7 @@ This module imports no ML package at import time: the service's side of it is pl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -110,10 +114,11 @@ class RealTrainer:
                     limit=1 << 20,
                 )
                 try:
-                    async for event in _events(process):
-                        yield event
-                        if isinstance(event, TrainingDone):
-                            return
+                    async with contextlib.aclosing(_events(process)) as events:
+                        async for event in events:
+                            yield event
+                            if isinstance(event, TrainingDone):
+                                return
                 finally:
                     # Reached on success, on an error, on aclose() (a stopped job) and on
                     # cancellation alike: a child still running is killed, never left training.
