@@ -109,7 +109,9 @@ def test_every_rule_has_the_templates_bus_pattern_and_target(aws, declared):
                   ["Attributes"]["QueueArn"] for url in aws["sqs"].list_queues()["QueueUrls"]}
     rules = declared.resources("AWS::Events::Rule")
 
-    assert len(rules) == 3
+    # Requests on Quarry's bus, S3 drops, and Bedrock's batch and customization job events.
+    assert sorted(logical for logical, _ in rules) == ["BedrockCustomizationJobsRule", "BedrockJobsRule",
+                                                      "InputsCreatedRule", "RunRequestsRule"]
     for logical, rule in rules:
         bus = rule.get("EventBusName", "default")
         described = aws["events"].describe_rule(Name=rule["Name"], EventBusName=bus)
