@@ -96,7 +96,7 @@ def test_a_run_whose_collection_always_crashes_fails_with_the_error_and_an_email
                      what="a running run")
     aws["s3"].put_object(Bucket="quarry-work", Key=f"runs/{run.run_id}/rows.parquet", Body=b"not parquet at all")
 
-    run = finished_run(uri, timeout=150)
+    run = finished_run(uri, timeout=300)  # the watchdog gives up after bounded re-drives; generous for a loaded CI
 
     assert run.status == "FAILED" and "Parquet" in run.error, run.error
     mail = wait_until(lambda: next((m for m in read_mail(stack.config.maildir) if run.run_id in m["body"]), None),
