@@ -21,6 +21,7 @@ import orjson
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.domain.evaluation import _problems
 from shared.domain.evolving import STRICT, Evolving
 from shared.errors import InvalidRunSpec
 
@@ -291,18 +292,3 @@ def parse_customization(raw: bytes | str | dict[str, Any], *, where: str) -> Cus
         return CustomizationSpec.model_validate(data, context=STRICT)
     except ValidationError as exc:
         raise InvalidRunSpec(f"invalid customization spec {where}: {_problems(exc)}") from None
-
-
-def _problems(exc: ValidationError) -> str:
-    out = []
-    for e in exc.errors():
-        path = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif e["type"] == "missing":
-            msg = "required"
-        elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
-            msg = f"must be one of {e['ctx']['expected']}"
-        out.append(f"{path}: {msg}" if path else msg)
-    return "; ".join(out)

@@ -291,12 +291,15 @@ def parse_config(raw: bytes | str | dict[str, Any], *, where: str) -> Evaluation
 
 
 def _problems(exc: ValidationError) -> str:
+    """Each bad field as `path: what is wrong`, for the configs people write (evaluate, customize)."""
     out = []
     for e in exc.errors():
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
             msg = f"must be one of {e['ctx']['expected']}"
         out.append(f"{path}: {msg}" if path else msg)
