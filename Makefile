@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring bench-sample bench-e2e clean
+.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring bench-sample bench-e2e bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ bench-scoring: install
 bench-s3: install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/bench_s3.py
+
+# The real engine's generation speed on the demo's workload (200 DialogSum summaries, max_tokens
+# 60): tokens/s per configuration against the engine before continuous batching, in alternating
+# rounds (BENCH_REAL_ROWS, BENCH_REAL_REPEATS; configurations as arguments: ARGS="now now-b64").
+bench-real: install-real
+	$(PY) benchmarks/bench_real_engine.py $(ARGS)
 
 # Side by side with the public bedrock-batch-orchestrator sample's preprocess and postprocess (its
 # logic reproduced in benchmarks/bench_sample.py, commits named there): alternating runs against one
