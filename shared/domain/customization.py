@@ -11,19 +11,14 @@ table is kept here too, and tests/unit/test_customization_spec.py fails if the t
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from shared.domain.evaluation import _problems
-from shared.domain.evolving import STRICT, Evolving
-from shared.errors import InvalidRunSpec
+from shared.domain.written_config import WrittenConfig, canonical_hash, parse_written
 
 CustomizationType = Literal["FINE_TUNING", "CONTINUED_PRE_TRAINING"]
 _NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9+\-.])*$")
@@ -145,21 +140,14 @@ def resolve_hyperparameters(family: str, given: dict[str, str]) -> tuple[dict[st
 
 
 # --- the spec -----------------------------------------------------------------------------------------
-class _Strict(Evolving):
-    """Refuses unknown fields where a person wrote the spec (parse_customization validates with STRICT)
-    and keeps them where a newer worker wrote the run item."""
-
-    model_config = ConfigDict(frozen=True)
-
-
-class HostingSpec(_Strict):
+class HostingSpec(WrittenConfig):
     """Where the custom model runs for the gate (and after, if kept)."""
 
     type: Literal["provisioned", "deployment", "none"] = "provisioned"
     model_units: int = Field(1, ge=1, le=100, description="model units of provisioned throughput (no commitment)")
 
 
-class GateSpec(_Strict):
+class GateSpec(WrittenConfig):
     """The fair comparison that decides whether the custom model is kept: both models on held-out
     data, with identical deterministic decoding."""
 
@@ -189,7 +177,7 @@ class GateSpec(_Strict):
         return self.primary or self.metrics[0]
 
 
-class CustomizationSpec(_Strict):
+class CustomizationSpec(WrittenConfig):
     """A customization: a base model, data, hyperparameters, hosting, the gate, and a budget."""
 
     name: str | None = Field(None, max_length=100)
@@ -272,23 +260,11 @@ class CustomizationSpec(_Strict):
         return family
 
     def spec_hash(self) -> str:
-        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return canonical_hash(self)
 
 
 def parse_customization(raw: bytes | str | dict[str, Any], *, where: str) -> CustomizationSpec:
     """A validated spec from YAML or JSON text (or a parsed mapping); InvalidRunSpec naming `where`
     and each bad field's path otherwise."""
-    if not isinstance(raw, dict):
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise InvalidRunSpec(f"{where} is not valid YAML or JSON: {exc}") from None
-    else:
-        data = raw
-    if not isinstance(data, dict):
-        raise InvalidRunSpec(f"{where} must hold a mapping with base_model, training_data, custom_model_name and "
-                             f"budget_usd; it holds a {type(data).__name__}")
-    try:
-        return CustomizationSpec.model_validate(data, context=STRICT)
-    except ValidationError as exc:
-        raise InvalidRunSpec(f"invalid customization spec {where}: {_problems(exc)}") from None
+    return parse_written(CustomizationSpec, raw, where=where, what="customization spec",
+                         fields="base_model, training_data, custom_model_name and budget_usd")

@@ -7,18 +7,15 @@ batch run whose spec `child_spec` derives from it.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, Literal
 
-import orjson
-import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shared.domain.bodies import InferenceParams, family_of
-from shared.domain.evolving import STRICT, Evolving
+from shared.domain.evolving import STRICT
 from shared.domain.spec import RunSpec, is_custom_arn
-from shared.errors import InvalidRunSpec
+from shared.domain.written_config import WrittenConfig, canonical_hash, parse_written
 
 CHAMPION_PREFIX = "champion@"
 DEFAULT_DELIMITER = "<OR>"
@@ -26,14 +23,7 @@ CacheMode = Literal["reuse", "refresh", "off"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-class _Strict(Evolving):
-    """Refuses unknown fields where a person wrote the config (parse_config validates with STRICT) and
-    keeps them where a newer worker wrote the run item."""
-
-    model_config = ConfigDict(frozen=True)
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(WrittenConfig):
     """Where the records are and which columns make the input, the target and the category."""
 
     uri: str = Field(pattern=r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]/.+", max_length=1100,
@@ -56,7 +46,7 @@ class DatasetConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(WrittenConfig):
     """One model to evaluate."""
 
     name: str = Field(description="a short unique name, e.g. haiku (letters, digits, _ . -)")
@@ -86,12 +76,12 @@ class ModelConfig(_Strict):
         return model_id
 
 
-class RatingLevel(_Strict):
+class RatingLevel(WrittenConfig):
     definition: str = Field(min_length=1)
     value: float
 
 
-class Rubric(_Strict):
+class Rubric(WrittenConfig):
     """A judge rubric: one of Bedrock's built-in ones, or a custom one with a rating scale."""
 
     name: str
@@ -126,7 +116,7 @@ BUILTIN_RUBRICS = ("correctness", "completeness", "faithfulness", "helpfulness",
                    "following_instructions", "professional_style_and_tone")
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(WrittenConfig):
     """LLM-as-judge: once every model has answered, the judge model rates each answer on each rubric
     (a second stage of child batch runs); its scores become the metrics judge_<rubric>."""
 
@@ -152,7 +142,7 @@ class JudgeConfig(_Strict):
         return self
 
 
-class SelectionConfig(_Strict):
+class SelectionConfig(WrittenConfig):
     """How the winner is chosen: the primary metric, the smallest lead worth switching for, the
     significance level, and limits on cost and latency."""
 
@@ -163,7 +153,7 @@ class SelectionConfig(_Strict):
     max_latency_ms: float | None = Field(None, ge=0, description="models slower (mean of the probe) are left out")
 
 
-class RegistryConfig(_Strict):
+class RegistryConfig(WrittenConfig):
     group: str
 
     @field_validator("group")
@@ -174,7 +164,7 @@ class RegistryConfig(_Strict):
         return group
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(WrittenConfig):
     """An evaluation: a dataset, two or more models, metrics, and the selection rule."""
 
     name: str | None = Field(None, max_length=100)
@@ -250,7 +240,7 @@ class EvaluationConfig(_Strict):
 
     def config_hash(self) -> str:
         """sha256 of the canonical config (sorted keys, defaults filled): equal configs, equal hashes."""
-        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return canonical_hash(self)
 
 
 def _params(params: dict[str, Any], where: str) -> None:
@@ -274,36 +264,8 @@ def metric_catalogue() -> set[str]:
 def parse_config(raw: bytes | str | dict[str, Any], *, where: str) -> EvaluationConfig:
     """A validated config from YAML or JSON text (or a parsed mapping); InvalidRunSpec naming
     `where` and each bad field's path otherwise."""
-    if not isinstance(raw, dict):
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise InvalidRunSpec(f"{where} is not valid YAML or JSON: {exc}") from None
-    else:
-        data = raw
-    if not isinstance(data, dict):
-        raise InvalidRunSpec(f"{where} must hold a mapping with dataset, models and metrics; it holds a "
-                             f"{type(data).__name__}")
-    try:
-        return EvaluationConfig.model_validate(data, context=STRICT)
-    except ValidationError as exc:
-        raise InvalidRunSpec(f"invalid evaluation config {where}: {_problems(exc)}") from None
-
-
-def _problems(exc: ValidationError) -> str:
-    """Each bad field as `path: what is wrong`, for the configs people write (evaluate, customize)."""
-    out = []
-    for e in exc.errors():
-        path = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif e["type"] == "missing":
-            msg = "required"
-        elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
-            msg = f"must be one of {e['ctx']['expected']}"
-        out.append(f"{path}: {msg}" if path else msg)
-    return "; ".join(out)
+    return parse_written(EvaluationConfig, raw, where=where, what="evaluation config",
+                         fields="dataset, models and metrics")
 
 
 def child_spec(config: EvaluationConfig, model: ModelConfig, *, model_id: str, base_model_id: str | None = None) -> RunSpec:
