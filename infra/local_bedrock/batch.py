@@ -20,6 +20,7 @@ import structlog
 from infra.local_bedrock import s3io
 from infra.local_bedrock.events import EventPublisher
 from infra.local_bedrock.inference import Engines, WrongAnswers, invoke_many
+from infra.local_bedrock.job_tasks import JobStopped, JobTasks
 from infra.local_bedrock.jobs import Job, utcnow
 from infra.local_bedrock.s3io import InputFile, JobFailure
 from infra.local_bedrock.settings import Settings
@@ -29,10 +30,6 @@ log = structlog.get_logger("local_bedrock.batch")
 
 # Injected outcomes that end a job part-way through its records.
 _ENDING_FAULTS = ("Failed", "Stopped", "PartiallyCompleted")
-
-
-class _Stopped(Exception):
-    """The job was asked to stop."""
 
 
 @dataclass
@@ -61,8 +58,7 @@ class BatchRunner:
         self._events = events
         self._executor = executor
         self._slots = asyncio.Semaphore(settings.running_jobs)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._stops: dict[str, asyncio.Event] = {}
+        self._tasks = JobTasks()
 
     async def start(self, job: Job) -> None:
         """Announce the new job and start its lifecycle."""
@@ -82,34 +78,29 @@ class BatchRunner:
         self._launch(job, resumed=True)
 
     def _launch(self, job: Job, *, resumed: bool) -> None:
-        self._stops[job.job_id] = asyncio.Event()
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job, resumed=resumed), name=f"job-{job.job_id}")
+        self._tasks.launch(job.job_id, self._run(job, resumed=resumed), name=f"job-{job.job_id}")
 
     async def stop(self, job: Job) -> None:
         """Move a running job to Stopping; its task finishes the records in flight, then Stopped."""
         job.stop_requested = True
         await self._set(job, "Stopping")
-        self._stops[job.job_id].set()
+        self._tasks.request_stop(job.job_id)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._tasks.clear()
-        self._stops.clear()
+        await self._tasks.close()
 
     async def _run(self, job: Job, *, resumed: bool = False) -> None:
         bound = log.bind(job_id=job.job_id, job_name=job.job_name, model_id=job.model.model_id)
         try:
             if not resumed:
-                await self._pause(job, self._settings.delays.submitted)
+                await self._tasks.pause(job.job_id, self._settings.delays.submitted)
             await self._set(job, "Validating")
             files = await self._validate(job)
-            await self._pause(job, self._settings.delays.validating)
+            await self._tasks.pause(job.job_id, self._settings.delays.validating)
             await self._set(job, "Scheduled")
-            await self._pause(job, self._settings.delays.scheduled)
+            await self._tasks.pause(job.job_id, self._settings.delays.scheduled)
             await self._run_when_slot_free(job, files)
-        except _Stopped:
+        except JobStopped:
             await self._set(job, "Stopped", "The job was stopped before it started.")
         except JobFailure as failure:
             bound.info("job_failed", reason=str(failure))
@@ -135,7 +126,7 @@ class BatchRunner:
             return
         try:
             if job.stop_requested:
-                raise _Stopped
+                raise JobStopped
             await self._set(job, "InProgress")
             status, message = await self._process(job, files)
             await self._write_manifest(job)
@@ -280,7 +271,7 @@ class BatchRunner:
         """An injected stall: InProgress with nothing processed, until stopped or timed out."""
         log.info("job_stalled", job_id=job.job_id, processed=job.processed)
         try:
-            await asyncio.wait_for(self._stops[job.job_id].wait(), timeout=max(self._seconds_left(job), 0))
+            await asyncio.wait_for(self._tasks.wait_for_stop(job.job_id), timeout=max(self._seconds_left(job), 0))
         except TimeoutError:
             pass
 
@@ -305,14 +296,6 @@ class BatchRunner:
         log.info("job_status_changed", job_id=job.job_id, status=status)
         self._on_change()
         await self._events.job_changed(job)
-
-    async def _pause(self, job: Job, seconds: float) -> None:
-        """Wait out a lifecycle delay, or stop early if the job is stopped meanwhile."""
-        try:
-            await asyncio.wait_for(self._stops[job.job_id].wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        raise _Stopped
 
     def _seconds_left(self, job: Job) -> float:
         deadline = job.expiration_time(self._settings.delays.seconds_per_hour)

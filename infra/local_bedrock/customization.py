@@ -31,6 +31,7 @@ from infra.local_bedrock.catalogue import FoundationModel
 from infra.local_bedrock.custom_models import CustomModel, CustomModelStore
 from infra.local_bedrock.engines.fast import count_tokens
 from infra.local_bedrock.errors import conflict, not_found, validation
+from infra.local_bedrock.job_tasks import JobStopped, JobTasks
 from infra.local_bedrock.pagination import aware, page
 from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.s3io import InputFile, JobFailure
@@ -523,10 +524,6 @@ def _csv(header: str, rows: list[str]) -> bytes:
 
 
 # --- the lifecycle ----------------------------------------------------------------------------------------
-class _Stopped(Exception):
-    """The job was asked to stop (or a fault stops it)."""
-
-
 class CustomizationRunner:
     """Runs every customization job's lifecycle in the background."""
 
@@ -538,8 +535,7 @@ class CustomizationRunner:
         self._state = state
         self._models = custom_models
         self._save = save
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._stops: dict[str, asyncio.Event] = {}
+        self._tasks = JobTasks()
 
     async def start(self, job: CustomizationJob) -> None:
         """Announce the new job and start its lifecycle."""
@@ -566,18 +562,13 @@ class CustomizationRunner:
         job.stop_requested = True
         job.current_stage().set("Stopping")
         await self._set(job, "Stopping")
-        self._stops[job.job_id].set()
+        self._tasks.request_stop(job.job_id)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._tasks.clear()
-        self._stops.clear()
+        await self._tasks.close()
 
     def _launch(self, job: CustomizationJob) -> None:
-        self._stops[job.job_id] = asyncio.Event()
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job), name=f"customization-{job.job_id}")
+        self._tasks.launch(job.job_id, self._run(job), name=f"customization-{job.job_id}")
 
     async def _run(self, job: CustomizationJob) -> None:
         bound = log.bind(job_id=job.job_id, job_name=job.job_name, base_model_id=job.base_model.model_id)
@@ -587,15 +578,15 @@ class CustomizationRunner:
             data = await DataChecker(self._settings, self._s3).check(job, work_dir)
             bound.info("customization_data_checked", train_records=data.train_records,
                        validation_records=data.validation_records)
-            await self._pause(job, self._settings.customization.validation_seconds)
+            await self._tasks.pause(job.job_id, self._settings.customization.validation_seconds)
             await self._next_stage(job, "validationDetails", "dataProcessingDetails")
-            await self._pause(job, self._settings.customization.data_processing_seconds)
+            await self._tasks.pause(job.job_id, self._settings.customization.data_processing_seconds)
             await self._next_stage(job, "dataProcessingDetails", "trainingDetails")
             trainer, done = await self._train(job, data, weights_dir)
             self._add_custom_model(job, trainer, weights_dir, done)
             job.stages["trainingDetails"].set("Completed")
             await self._set(job, "Completed")
-        except _Stopped:
+        except JobStopped:
             job.current_stage().set("Stopped")
             await self._set(job, "Stopped")
         except JobFailure as failure:
@@ -653,7 +644,7 @@ class CustomizationRunner:
     async def _events_until_stopped(self, job: CustomizationJob, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The trainer's events until it is done or the job is stopped; a stop cancels the step in
         flight and closes the trainer (see training.py)."""
-        stopped = asyncio.ensure_future(self._stops[job.job_id].wait())
+        stopped = asyncio.ensure_future(self._tasks.wait_for_stop(job.job_id))
         try:
             while True:
                 step = asyncio.ensure_future(anext(events))
@@ -662,7 +653,7 @@ class CustomizationRunner:
                     step.cancel()
                     with contextlib.suppress(BaseException):
                         await step
-                    raise _Stopped
+                    raise JobStopped
                 try:
                     event = step.result()
                 except StopAsyncIteration:
@@ -680,7 +671,7 @@ class CustomizationRunner:
             raise JobFailure(faults.failure_message or "The training job failed with an internal error (injected fault).")
         if faults.stop_after_fraction is not None and done >= math.ceil(faults.stop_after_fraction * total):
             await self.stop(job)
-            raise _Stopped
+            raise JobStopped
 
     def _trainer(self, model: FoundationModel) -> Trainer:
         if self._settings.engine_for(model.model_id) == "fast":
@@ -727,11 +718,3 @@ class CustomizationRunner:
         log.info("customization_job_status_changed", job_id=job.job_id, status=status)
         self._save()
         await self._events.customization_job_changed(job)
-
-    async def _pause(self, job: CustomizationJob, seconds: float) -> None:
-        """Wait out a sub-status's delay, or stop early if the job is stopped meanwhile."""
-        try:
-            await asyncio.wait_for(self._stops[job.job_id].wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        raise _Stopped
