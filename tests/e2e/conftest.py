@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 import pytest
@@ -27,10 +27,11 @@ FAST_BEDROCK = {
 }
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    config = StackConfig(home=tmp_path_factory.mktemp("stack"), moto_port=free_port(), bedrock_port=free_port(),
-                         mail_http_port=free_port(), smtp_port=free_port(), engine="fast", poll_interval_s=1)
+def running_stack(home: Path, *, worker_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
+    """A local stack in `home` on free ports (fast engine, fast Bedrock delays, workers polling every
+    second), with this process's AWS and Quarry settings pointed at it until the caller is done."""
+    config = StackConfig(home=home, moto_port=free_port(), bedrock_port=free_port(), mail_http_port=free_port(),
+                         smtp_port=free_port(), engine="fast", poll_interval_s=1, worker_env=worker_env or {})
     stack = LocalStack(config)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in FAST_BEDROCK.items():
@@ -46,6 +47,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             patch.setenv(key, value)
         yield stack
         stack.down(say=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    yield from running_stack(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,13 @@ other tests' stack is never touched), with a fast watchdog and short visibility 
 crash is recovered in seconds rather than minutes."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import boto3
 import pytest
 
-from infra.local_stack.stack import LocalStack, StackConfig
-from infra.processes import free_port
-from tests.e2e.conftest import FAST_BEDROCK
+from infra.local_stack.stack import LocalStack
+from tests.e2e.conftest import running_stack
 
 RECOVERY = {
     "QUARRY_WATCHDOG_INTERVAL_S": "1",
@@ -26,24 +24,7 @@ RECOVERY = {
 
 
 def recovery_stack(tmp_path_factory: pytest.TempPathFactory, **worker_env: str) -> Iterator[LocalStack]:
-    config = StackConfig(home=tmp_path_factory.mktemp("recovery-stack"), moto_port=free_port(),
-                         bedrock_port=free_port(), mail_http_port=free_port(), smtp_port=free_port(), engine="fast",
-                         poll_interval_s=1, worker_env={**RECOVERY, **worker_env})
-    stack = LocalStack(config)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in FAST_BEDROCK.items():
-            patch.setenv(key, value)
-        for key in [k for k in os.environ if k.startswith(("AWS_ENDPOINT_URL", "QUARRY_"))]:
-            patch.delenv(key)
-        try:
-            stack.up(say=lambda line: None)
-        except Exception:
-            stack.down(say=lambda line: None)
-            raise
-        for key, value in config.env().items():
-            patch.setenv(key, value)
-        yield stack
-        stack.down(say=lambda line: None)
+    yield from running_stack(tmp_path_factory.mktemp("recovery-stack"), worker_env={**RECOVERY, **worker_env})
 
 
 def clients() -> dict:
