@@ -19,7 +19,7 @@ from shared.errors import RetryableError
 from shared.messages import CheckJob, CollectRun, RunFinished, SubmitJob
 from shared.settings import Settings
 from shared.watchdog import sweep
-from tests.unit.fakes import FakeBatchJobs, FakeNotifier, FakeObjects, FakeQueues, FakeRuntime, FakeStore, WorkerDied
+from tests.unit.fakes import FakeNotifier, FakeObjects, FakeRuntime, FakeStore, WorkerDied
 from tests.unit.test_handlers import CSV, HAIKU, INPUT, RUN_ID, a_job, a_run, a_start, given, stored_job
 
 LONG_AGO = dt.timedelta(hours=1)
@@ -29,21 +29,6 @@ LONG_AGO = dt.timedelta(hours=1)
 def settings(tmp_path: Path) -> Settings:
     return Settings(model_concurrency={"*": 2}, poll_interval_s=45, workdir=tmp_path / "work", min_records_per_job=2,
                     max_records_per_job=3, outbox_grace_s=0, stall_after_s=60, max_redrives=2, max_crashes=3)
-
-
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def queues() -> FakeQueues:
-    return FakeQueues()
-
-
-@pytest.fixture
-def bedrock() -> FakeBatchJobs:
-    return FakeBatchJobs()
 
 
 async def watchdog(store, queues, bedrock, settings):

@@ -19,9 +19,7 @@ from shared.messages import (
     SubmitJob,
 )
 from shared.settings import Settings
-from tests.unit.fakes import (
-    FakeBatchJobs, FakeNotifier, FakeObjects, FakeQueues, FakeRuntime, FakeStore, arn_for,
-)
+from tests.unit.fakes import FakeBatchJobs, FakeNotifier, FakeObjects, FakeRuntime, FakeStore, arn_for
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -33,21 +31,6 @@ POLL_S = 45
 def settings(tmp_path: Path) -> Settings:
     return Settings(model_concurrency={"*": 2}, poll_interval_s=POLL_S, workdir=tmp_path / "work",
                     min_records_per_job=2, max_records_per_job=3)
-
-
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def queues() -> FakeQueues:
-    return FakeQueues()
-
-
-@pytest.fixture
-def bedrock() -> FakeBatchJobs:
-    return FakeBatchJobs()
 
 
 def a_run(status: str = "RUNNING", **changes) -> Run:

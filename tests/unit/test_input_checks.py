@@ -31,16 +31,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(workdir=tmp_path / "work", min_records_per_job=2, max_records_per_job=3)
 
 
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def queues() -> FakeQueues:
-    return FakeQueues()
-
-
 def notices(store: FakeStore, queues: FakeQueues) -> list[RunFinished]:
     """RunFinished notices sent, or kept in the store's outbox to be sent with the change."""
     kept = [item.message for item, _ in store.outbox.values()]

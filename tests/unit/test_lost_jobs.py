@@ -14,7 +14,6 @@ from shared.errors import RetryableError
 from shared.messages import CheckJob, CollectRun
 from shared.settings import Settings
 from shared.watchdog import sweep
-from tests.unit.fakes import FakeBatchJobs, FakeQueues, FakeStore
 from tests.unit.test_handlers import HAIKU, RUN_ID, a_job, a_run, given, stored_job
 
 GRACE_S = 120
@@ -24,21 +23,6 @@ GRACE_S = 120
 def settings(tmp_path: Path) -> Settings:
     return Settings(model_concurrency={"*": 2}, poll_interval_s=45, workdir=tmp_path / "work",
                     absent_job_grace_s=GRACE_S, stall_after_s=300)
-
-
-@pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
-
-
-@pytest.fixture
-def queues() -> FakeQueues:
-    return FakeQueues()
-
-
-@pytest.fixture
-def bedrock() -> FakeBatchJobs:
-    return FakeBatchJobs()
 
 
 async def a_running_job_alone(store, bedrock, *, listed: bool, absent_for: dt.timedelta | None = None) -> str:
