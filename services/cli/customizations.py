@@ -3,13 +3,13 @@ and see or delete the hosting Quarry made that is still billing."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 
 from rich.console import Console
 from rich.markup import escape
 
 from services.cli.evaluations import _read_config
+from services.cli.following import follow_run
 from shared.adapters.aws import async_clients
 from shared.adapters.customization import Customizations
 from shared.adapters.queues import Queues
@@ -43,30 +43,22 @@ async def customize(args: argparse.Namespace, *, console: Console, out: Console)
 
 async def follow_customization(run_id: str, settings: Settings, console: Console) -> Run:
     """Until the customization ends: its status, its job's and its hosting's, as they change."""
-    shown = ""
-    async with async_clients(settings, "dynamodb") as aws:
-        store = RunStore(aws["dynamodb"], settings.table)
-        while True:
-            run = await store.get_run(run_id)
-            if run is not None:
-                jobs = {job.job_key: job for job in await store.list_jobs(run_id)}
-                gate = await store.get_run(run.children["gate"]) if "gate" in run.children else None
-                parts = [f"{run.status:<10}"]
-                if "customization" in jobs:
-                    job = jobs["customization"]
-                    loss = f", loss {job.training_loss:.3f}" if job.training_loss is not None else ""
-                    parts.append(f"job {job.status.lower()}{loss}")
-                if "hosting" in jobs:
-                    parts.append(f"hosting {jobs['hosting'].bedrock_status or jobs['hosting'].status.lower()}")
-                if gate is not None:
-                    parts.append(f"gate {gate.status.lower()}")
-                line = "  ".join(parts)
-                if line != shown:
-                    console.print(escape(line), highlight=False)
-                    shown = line
-                if run.terminal:
-                    return run
-            await asyncio.sleep(1)
+    return await follow_run(run_id, settings, console, _customization_line)
+
+
+async def _customization_line(store: RunStore, run: Run) -> str:
+    jobs = {job.job_key: job for job in await store.list_jobs(run.run_id)}
+    gate = await store.get_run(run.children["gate"]) if "gate" in run.children else None
+    parts = [f"{run.status:<10}"]
+    if "customization" in jobs:
+        job = jobs["customization"]
+        loss = f", loss {job.training_loss:.3f}" if job.training_loss is not None else ""
+        parts.append(f"job {job.status.lower()}{loss}")
+    if "hosting" in jobs:
+        parts.append(f"hosting {jobs['hosting'].bedrock_status or jobs['hosting'].status.lower()}")
+    if gate is not None:
+        parts.append(f"gate {gate.status.lower()}")
+    return "  ".join(parts)
 
 
 def show_outcome(run: Run, console: Console) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from services.cli.following import follow_run
 from shared.adapters.aws import async_clients, sync_client
 from shared.adapters.objects import SyncObjects
 from shared.adapters.queues import Queues
@@ -88,21 +88,13 @@ def _upload(path: Path, run_id: str, settings: Settings, console: Console) -> st
 
 async def follow_evaluation(run_id: str, settings: Settings, console: Console) -> Run:
     """Until the evaluation ends: its status and each model's run, as they change."""
-    shown = ""
-    async with async_clients(settings, "dynamodb") as aws:
-        store = RunStore(aws["dynamodb"], settings.table)
-        while True:
-            run = await store.get_run(run_id)
-            if run is not None:
-                children = {name: await store.get_run(child) for name, child in run.children.items()}
-                line = f"{run.status:<10} " + "  ".join(
-                    f"{name}: {c.status.lower() if c else 'starting'}" for name, c in children.items())
-                if line != shown:
-                    console.print(escape(line), highlight=False)
-                    shown = line
-                if run.terminal:
-                    return run
-            await asyncio.sleep(1)
+    return await follow_run(run_id, settings, console, _evaluation_line)
+
+
+async def _evaluation_line(store: RunStore, run: Run) -> str:
+    children = {name: await store.get_run(child) for name, child in run.children.items()}
+    return f"{run.status:<10} " + "  ".join(
+        f"{name}: {c.status.lower() if c else 'starting'}" for name, c in children.items())
 
 
 def show_outcome(run: Run, console: Console) -> None:
