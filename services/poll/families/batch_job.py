@@ -7,12 +7,13 @@ from typing import Any
 import structlog
 
 from services.poll.families.batch_job_deadlines import watch
+from services.poll.families.job_moves import check_applies, move_job
 from shared.adapters.bedrock import BatchJobs, BedrockJobState
-from shared.adapters.queues import Outgoing, Queues, deliver
+from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
 from shared.domain.runs import FROM_BEDROCK, JOB_TERMINAL, Job, parse_job_name
 from shared.errors import QuarryError
-from shared.messages import BedrockJobStateChanged, CheckJob, CollectRun
+from shared.messages import BedrockJobStateChanged, CheckJob
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.poll")
@@ -20,11 +21,8 @@ log = structlog.get_logger("quarry.poll")
 
 async def check(cmd: CheckJob, job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
                 settings: Settings) -> None:
-    if job.bedrock_arn is None or job.terminal:
-        return  # not submitted yet (submit schedules the first check), or ended (its end sent CollectRun)
-    if cmd.seq is not None and cmd.seq != job.check_seq:
-        log.info("stale_check_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.check_seq)
-        return  # a second loop for the job (a redelivered SubmitJob, a re-drive): the live one goes on
+    if not check_applies(cmd, job):
+        return
     # The check moves the loop number on in the same write: of two copies of one CheckJob, only
     # one wins that write, so only one loop survives.
     state = await bedrock.get(job.bedrock_arn)
@@ -95,9 +93,4 @@ async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, qu
         return await store.update_job(job, **changes)
     log.info("job_status_changed", job_key=job.job_key, status=status, bedrock_status=progress["bedrock_status"],
              processed=progress.get("processed"))
-    if status in JOB_TERMINAL:
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        job = await store.move_job(job, status, send=sent, **changes)
-        await deliver(sent, queues=queues, store=store)
-        return job
-    return await store.move_job(job, status, **changes)
+    return await move_job(job, status, collect=status in JOB_TERMINAL, store=store, queues=queues, **changes)

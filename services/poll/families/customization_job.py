@@ -6,11 +6,12 @@ import re
 
 import structlog
 
+from services.poll.families.job_moves import check_applies, move_job
 from shared.adapters.customization import Customizations, CustomizationState
-from shared.adapters.queues import Outgoing, Queues, deliver
+from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
 from shared.domain.runs import JOB_TERMINAL, Job
-from shared.messages import CheckJob, CollectRun, CustomizationJobStateChanged
+from shared.messages import CheckJob, CustomizationJobStateChanged
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.poll")
@@ -23,10 +24,7 @@ FROM_BEDROCK = {"InProgress": "RUNNING", "Stopping": "RUNNING", "Completed": "CO
 
 async def check(cmd: CheckJob, job: Job, *, store: RunStore, queues: Queues, settings: Settings,
                 customizations: Customizations) -> None:
-    if job.bedrock_arn is None or job.terminal:
-        return
-    if cmd.seq is not None and cmd.seq != job.check_seq:
-        log.info("stale_check_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.check_seq)
+    if not check_applies(cmd, job):
         return
     job = await record(job, await customizations.get_job(job.bedrock_arn), store=store, queues=queues,
                        check_seq=job.check_seq + 1)
@@ -67,9 +65,4 @@ async def record(job: Job, state: CustomizationState | None, *, store: RunStore,
         return await store.update_job(job, **changes)
     log.info("customization_job_status_changed", run_id=job.run_id, status=status,
              bedrock_status=changes["bedrock_status"], training_loss=changes.get("training_loss"))
-    if status in JOB_TERMINAL:
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        job = await store.move_job(job, status, send=sent, **changes)
-        await deliver(sent, queues=queues, store=store)
-        return job
-    return await store.move_job(job, status, **changes)
+    return await move_job(job, status, collect=status in JOB_TERMINAL, store=store, queues=queues, **changes)

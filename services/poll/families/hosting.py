@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import structlog
 
+from services.poll.families.job_moves import check_applies, move_job
 from shared.adapters.customization import Customizations, HostingState
-from shared.adapters.queues import Outgoing, Queues, deliver
+from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
 from shared.domain.runs import Job
-from shared.messages import CheckJob, CollectRun
+from shared.messages import CheckJob
 from shared.settings import Settings
 
 log = structlog.get_logger("quarry.poll")
@@ -20,10 +21,7 @@ FROM_BEDROCK = {"Creating": "SUBMITTED", "Updating": "RUNNING", "InService": "RU
 
 async def check(cmd: CheckJob, job: Job, *, store: RunStore, queues: Queues, settings: Settings,
                 customizations: Customizations) -> None:
-    if job.bedrock_arn is None or job.terminal:
-        return
-    if cmd.seq is not None and cmd.seq != job.check_seq:
-        log.info("stale_check_dropped", job_key=job.job_key, seq=cmd.seq, live_seq=job.check_seq)
+    if not check_applies(cmd, job):
         return
     state = await customizations.get_hosting(job.hosting_kind, job.bedrock_arn)
     job = await _record(job, state, store=store, queues=queues, check_seq=job.check_seq + 1)
@@ -45,10 +43,6 @@ async def _record(job: Job, state: HostingState | None, *, store: RunStore, queu
     if status == job.status:
         return await store.update_job(job, **changes)
     log.info("hosting_status_changed", run_id=job.run_id, status=status, bedrock_status=changes["bedrock_status"])
-    if status in ("RUNNING", "FAILED"):
-        # In service (the gate can start) or failed (it must be deleted): the run's collector decides.
-        sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
-        job = await store.move_job(job, status, send=sent, **changes)
-        await deliver(sent, queues=queues, store=store)
-        return job
-    return await store.move_job(job, status, **changes)
+    # In service (the gate can start) or failed (it must be deleted): the run's collector decides.
+    collect = status in ("RUNNING", "FAILED")
+    return await move_job(job, status, collect=collect, store=store, queues=queues, **changes)
