@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 ROLE = "arn:aws:iam::123456789012:role/QuarryBedrockBatch"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -70,3 +70,31 @@ def read_output(s3, bucket: str, arn: str, input_name: str) -> list[dict[str, An
 def read_manifest(s3, bucket: str, arn: str) -> dict[str, Any]:
     body = s3.get_object(Bucket=bucket, Key=f"results/{job_id(arn)}/manifest.json.out")["Body"]
     return json.loads(body if isinstance(body, bytes) else body.read())
+
+
+def events_queue(driver, name: str, detail_type: str) -> Iterator[str]:
+    """An SQS queue fed by an EventBridge rule on Bedrock's `detail_type` events, as Quarry's poll
+    worker is; its URL while the caller runs, then the rule is removed."""
+    sqs, events = driver.client("sqs"), driver.client("events")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps({"source": ["aws.bedrock"], "detail-type": [detail_type]}))
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    yield url
+    events.remove_targets(Rule=name, Ids=["queue"])
+    events.delete_rule(Name=name)
+
+
+def events_until(sqs, url: str, job_arn: str, until: str, *, arn_field: str, status_field: str,
+                 timeout: float = 20) -> list[dict[str, Any]]:
+    """The job's events on the queue, read until one says `until`; fails the test after `timeout` seconds."""
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            event = json.loads(message["Body"])
+            if event["detail"][arn_field] == job_arn:
+                found.append(event)
+        if any(event["detail"][status_field] == until for event in found):
+            return found
+    raise AssertionError(f"no {until} event for {job_arn}; got {[e['detail'][status_field] for e in found]}")

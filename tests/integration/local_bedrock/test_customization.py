@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import math
 import time
 import uuid
@@ -18,7 +17,9 @@ from botocore.exceptions import ClientError
 
 from infra.processes import ROOT, start_local_bedrock
 from tests.integration.local_bedrock.conftest import TEST_LIMITS, control
-from tests.integration.local_bedrock.jobs_kit import ROLE, claude_record, create_job, jsonl, put_input, wait_for
+from tests.integration.local_bedrock.jobs_kit import (
+    ROLE, claude_record, create_job, events_queue, events_until, jsonl, put_input, wait_for,
+)
 
 TITAN = "amazon.titan-text-lite-v1"
 NOVA = "amazon.nova-micro-v1:0"
@@ -392,30 +393,12 @@ def test_a_custom_model_is_found_by_name_and_deleted(bedrock, two_models):
 @pytest.fixture
 def customization_events(driver) -> str:
     """An SQS queue fed by an EventBridge rule on Bedrock's customization job events."""
-    sqs, events = driver.client("sqs"), driver.client("events")
-    name = unique("customization-events")
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(
-        {"source": ["aws.bedrock"], "detail-type": ["Model Customization Job State Change"]}))
-    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
-    yield url
-    events.remove_targets(Rule=name, Ids=["queue"])
-    events.delete_rule(Name=name)
+    yield from events_queue(driver, unique("customization-events"), "Model Customization Job State Change")
 
 
 def received(driver, url: str, job_arn: str, until: str, timeout: float = 20) -> list[dict[str, Any]]:
-    sqs = driver.client("sqs")
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            event = json.loads(message["Body"])
-            if event["detail"]["jobArn"] == job_arn:
-                found.append(event)
-        if any(event["detail"]["jobStatus"] == until for event in found):
-            return found
-    raise AssertionError(f"no {until} event for {job_arn}; got {[e['detail']['jobStatus'] for e in found]}")
+    return events_until(driver.client("sqs"), url, job_arn, until, arn_field="jobArn", status_field="jobStatus",
+                        timeout=timeout)
 
 
 def test_every_status_change_reaches_an_sqs_queue_through_a_rule(bedrock, driver, buckets, train_uri, customization_events):

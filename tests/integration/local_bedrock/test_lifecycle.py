@@ -1,7 +1,6 @@
 """Contract: the job lifecycle, its events on EventBridge, progress, stops, quotas and timeouts."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -10,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from tests.integration.local_bedrock.conftest import TEST_LIMITS
 from tests.integration.local_bedrock.jobs_kit import (
-    CLAUDE, claude_record, create_job, jsonl, put_input, read_manifest, read_output, wait_for,
+    CLAUDE, claude_record, create_job, events_queue, events_until, jsonl, put_input, read_manifest, read_output,
+    wait_for,
 )
 from infra.processes import start_local_bedrock
 
@@ -18,30 +18,12 @@ from infra.processes import start_local_bedrock
 # --- events ---------------------------------------------------------------------------------------
 @pytest.fixture
 def job_events_queue(driver) -> str:
-    """An SQS queue fed by an EventBridge rule on Bedrock's batch job events, as Quarry's poll worker is."""
-    sqs, events = driver.client("sqs"), driver.client("events")
-    name = f"bedrock-events-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(
-        {"source": ["aws.bedrock"], "detail-type": ["Batch Inference Job State Change"]}))
-    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
-    yield url
-    events.remove_targets(Rule=name, Ids=["queue"])
-    events.delete_rule(Name=name)
+    """An SQS queue fed by an EventBridge rule on Bedrock's batch job events."""
+    yield from events_queue(driver, f"bedrock-events-{uuid.uuid4().hex[:8]}", "Batch Inference Job State Change")
 
 
 def received_events(sqs, url: str, job_arn: str, until: str, timeout: float = 20) -> list[dict]:
-    found: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            event = json.loads(message["Body"])
-            if event["detail"]["batchJobArn"] == job_arn:
-                found.append(event)
-        if any(event["detail"]["status"] == until for event in found):
-            return found
-    raise AssertionError(f"no {until} event for {job_arn}; got {[e['detail']['status'] for e in found]}")
+    return events_until(sqs, url, job_arn, until, arn_field="batchJobArn", status_field="status", timeout=timeout)
 
 
 def test_every_status_change_reaches_an_sqs_queue_through_a_rule(bedrock, driver, s3, buckets, job_events_queue):
