@@ -258,20 +258,12 @@ async def test_the_diverge_fault_makes_the_loss_climb(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The issue's "done when": a DialogSum fine-tune beats its base on held-out rows
+# The issue's "done when", through the service as a user does it with boto3: a customization job
+# fine-tunes on DialogSum, a provisioned throughput serves the custom model, and it beats its base
+# on held-out rows
 # ---------------------------------------------------------------------------------------------
 
-TRAIN_ROWS = 200  # as measured: ~2 minutes on 2 cores, ROUGE-L 0.19 -> 0.31
-HELD_OUT_ROWS = 50
-
-
-def rouge_l(engine: SmolLM2TextEngine, rows: list[dict]) -> list[float]:
-    """ROUGE-L F1 (rouge-score, Porter stemmer) of greedy summaries against the references."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    results = engine.generate(summarize(rows))
-    return [scorer.score(row["completion"], result.text)["rougeL"].fmeasure for row, result in zip(rows, results)]
+TRAIN_ROWS = 200  # as measured: ~2 minutes of training on 2 cores, ROUGE-L 0.19 -> 0.31
 
 
 def paired_bootstrap_interval(custom: list[float], base: list[float]) -> tuple[float, float]:
@@ -287,40 +279,9 @@ def paired_bootstrap_interval(custom: list[float], base: list[float]) -> tuple[f
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-@needs_dialogsum
-def test_fine_tuning_on_dialogsum_lifts_rouge_l_on_held_out_rows(tmp_path):
-    import asyncio
-    import resource
-    import time
-
-    train = write_rows(tmp_path / "train.jsonl", read_rows(DIALOGSUM / "train.jsonl", TRAIN_ROWS))
-    held_out = read_rows(DIALOGSUM / "validation.jsonl", HELD_OUT_ROWS)
-    training = spec(tmp_path, train, epochs=1, batch_size=4, learning_rate=1e-4, warmup_steps=5)
-
-    started = time.monotonic()
-    events = asyncio.run(collect(RealTrainer(), training))
-    train_seconds = time.monotonic() - started
-    base = rouge_l(SmolLM2TextEngine(batch_size=16), held_out)
-    custom = rouge_l(custom_text_engine(training.output_dir, batch_size=16), held_out)
-    low, high = paired_bootstrap_interval(custom, base)
-
-    # Shown with `pytest -s`: the figures the README quotes come from this test.
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nreal fine-tune: {TRAIN_ROWS} rows, {len(events) - 1} steps in {train_seconds:.0f} s, "
-          f"peak RSS of a training process {peak_mb:.0f} MB; ROUGE-L on {HELD_OUT_ROWS} held-out rows: "
-          f"base {sum(base) / len(base):.3f}, custom {sum(custom) / len(custom):.3f}, "
-          f"95% CI of the gain [{low:+.3f}, {high:+.3f}]")
-    assert isinstance(events[-1], TrainingDone)
-    assert low > 0, f"the custom model's ROUGE-L gain is not significant: 95% CI [{low:+.3f}, {high:+.3f}]"
-
-
-# ---------------------------------------------------------------------------------------------
-# The same, through the service, as a user does it with boto3
-# ---------------------------------------------------------------------------------------------
-
 TITAN_LITE = "amazon.titan-text-lite-v1"  # Titan takes a batch size of 4; Llama's is fixed at 1
 ROLE = "arn:aws:iam::123456789012:role/QuarryBedrockCustomization"
-SERVICE_HELD_OUT_ROWS = 40  # one InvokeModel a row (batch 1), so fewer than the direct test's 50
+SERVICE_HELD_OUT_ROWS = 40  # one InvokeModel a row (Titan's shape), for custom and base alike
 
 
 def wait_until(read, done, *, timeout: float, what: str) -> dict:
