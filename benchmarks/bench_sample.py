@@ -43,7 +43,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 import bench_dataplane  # noqa: E402
 import bench_s3  # noqa: E402
-from bench_dataplane import DATA, ensure_input, input_path  # noqa: E402
+from bench_dataplane import ensure_input, input_path  # noqa: E402
 
 SAMPLE_TEMPLATE = "Question: {source}\nReasoning: {rationale}"  # bench_dataplane.TEMPLATE in str.format
 SAMPLE_PREFIX = "sample"

@@ -7,6 +7,7 @@ import pytest
 # Minutes each on two cores (the rest of the suite is seconds a file): a real fine-tune through the
 # service, the real engine's tests, and the e2e files that start stacks of their own.
 LONGEST_FIRST = (
+    "tests/real/test_real_customization_service.py",
     "tests/real/test_real_customization.py",
     "tests/real/test_real_service.py",
     "tests/real/test_real_engine.py",

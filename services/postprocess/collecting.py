@@ -26,7 +26,7 @@ from shared.dataplane.assemble import RESULT_COLUMNS
 from shared.dataplane.checked_outputs import SchemaCheck
 from shared.dataplane.duplicates import read_duplicates
 from shared.dataplane.fan_out import FanOut
-from shared.dataplane.prepare import record_id, row_of
+from shared.dataplane.prepare import record_id
 from shared.domain.output_schema import OutputValidator, follow_up_body, follow_up_instruction
 from shared.dataplane.splitter import Chunk, SplitPlan
 from shared.domain import layout

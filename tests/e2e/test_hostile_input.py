@@ -4,7 +4,6 @@ place (line or row, counted from 1), an email and an answer event; nothing hangs
 from where it should not be, and no prompt text reaches the logs."""
 from __future__ import annotations
 
-import gzip
 import json
 import time
 import uuid
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.main import main as quarry
-from tests.e2e.conftest import finished_run, latest_runs, load_run, mail_about, run_for, sample, wait_until
+from tests.e2e.conftest import finished_run, latest_runs, load_run, mail_about, run_for, wait_until
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 

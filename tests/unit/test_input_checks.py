@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from services.postprocess.handlers import collect_run

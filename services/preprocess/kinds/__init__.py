@@ -16,7 +16,6 @@ from shared.adapters.queues import Queues
 from shared.adapters.registry import Registry
 from shared.adapters.response_cache import ResponseCache
 from shared.adapters.store import RunStore
-from shared.domain.runs import Run
 from shared.settings import Settings
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import math
+import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest

@@ -3,7 +3,6 @@ ready, and uploaded by staging while the input is still being read."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
