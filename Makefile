@@ -29,7 +29,7 @@ install-real: $(VENV)/.installed-real
 # services rather than computing, so three processes on two cores take about half the time of one.
 TEST_PROCESSES ?= 3
 test: install-real
-	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 test-real: install-real
 	$(PY) -m pytest -q tests/real

@@ -1,5 +1,6 @@
 """Suite-wide order: the longest files first, so that `make test`'s processes (pytest-xdist,
-`--dist loadfile`) end together instead of one of them starting the real fine-tune last."""
+`--dist loadfile --no-loadscope-reorder`, which hands files out in this order rather than by their
+number of tests) end together instead of one of them starting the real fine-tune last."""
 from __future__ import annotations
 
 import pytest

@@ -364,6 +364,11 @@ def test_cancelling_an_evaluation_cancels_its_children_and_it_ends_cancelled_wit
     aws["s3"].put_object(Bucket="quarry-inputs", Key=key, Body="".join(
         json.dumps({"question": f"What is {i} times {i}? {uuid.uuid4().hex}", "answer": str(i * i)}) + "\n"
         for i in range(20_000)).encode())
+    # Each model's next job stalls a tenth of the way in until it is stopped: the children are still
+    # running when the cancel comes, however fast this machine answers 20,000 records.
+    for model_id in ("amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"):
+        control(stack, "POST", "/local-bedrock-api/faults",
+                {"model_id": model_id, "stall_after_fraction": 0.1, "times": 1})
     config_key = f"evaluations/cancel-{uuid.uuid4().hex[:6]}.yaml"
     aws["s3"].put_object(Bucket="quarry-inputs", Key=config_key, Body=yaml.safe_dump({
         "dataset": {"uri": f"s3://quarry-inputs/{key}"}, "cache": "off", "params": {"temperature": 0},
