@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.e2e.conftest import finished_run, latest_runs, load_run, mail_about, run_for, sample, wait_until
+from tests.e2e.conftest import control, finished_run, latest_runs, load_run, mail_about, run_for, sample, wait_until
 
 
 def drop(aws, key: str, body: bytes) -> str:
@@ -97,6 +97,10 @@ def test_the_same_object_event_delivered_twice_starts_one_run(stack, aws):
 
 def test_a_cancelled_run_stops_its_jobs_and_keeps_partial_results(stack, aws):
     rows = ["question"] + [f"What is {i} times {i}?" for i in range(40_000)]
+    # The qa profile's model: its next job stalls a quarter of the way in until it is stopped, so the
+    # run is still running when the cancel comes, however fast this machine answers 40,000 records.
+    control(stack, "POST", "/local-bedrock-api/faults",
+            {"model_id": "amazon.nova-lite-v1:0", "stall_after_fraction": 0.25, "times": 1})
     uri = drop(aws, f"incoming/qa/big-{uuid.uuid4().hex[:6]}.csv", "\n".join(rows).encode())
     running = wait_until(lambda: (r := run_for(uri)) is not None and r.status == "RUNNING" and r, what="a running run")
 
