@@ -62,13 +62,17 @@ class StartRun(Message):
 
 
 class SubmitJob(Message):
-    """Admit and create one Bedrock batch job. Sent by preprocess and postprocess (retries);
-    consumed by submit."""
+    """Admit and create one Bedrock batch job. Sent by preprocess and postprocess (retries), by
+    submit itself (a waiting job's next look) and, as a wake, by poll; consumed by submit."""
 
     type: Literal["SubmitJob"] = "SubmitJob"
     job_key: str
     # The job's admission loop this message belongs to (Job.submit_seq); None from older senders.
     seq: int | None = None
+    # Sent by whoever gave a slot of the job's model back (poll at a job's end, submit at a rejected
+    # create) so the waiting job is admitted now, not at its loop's next look. It carries the loop's
+    # seq and acts only on a job still PENDING; otherwise it is dropped (the loop carries the job).
+    wake: bool = False
 
 
 class CancelRun(Message):

@@ -27,8 +27,9 @@ async def check_job(cmd: CheckJob, *, store: RunStore, bedrock: BatchJobs, queue
     await module.check(cmd, job, store=store, queues=queues, settings=settings, customizations=customizations)
 
 
-async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:
-    await batch_job.job_state_changed(event, store=store, bedrock=bedrock, queues=queues)
+async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
+                            settings: Settings) -> None:
+    await batch_job.job_state_changed(event, store=store, bedrock=bedrock, queues=queues, settings=settings)
 
 
 async def customization_state_changed(event: CustomizationJobStateChanged, *, store: RunStore, queues: Queues,

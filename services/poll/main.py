@@ -12,7 +12,8 @@ def wire(p: Ports):
     return by_type({
         CheckJob: partial(check_job, store=p.store, bedrock=p.batch_jobs, queues=p.queues, settings=p.settings,
                           customizations=p.customizations),
-        BedrockJobStateChanged: partial(job_state_changed, store=p.store, bedrock=p.batch_jobs, queues=p.queues),
+        BedrockJobStateChanged: partial(job_state_changed, store=p.store, bedrock=p.batch_jobs, queues=p.queues,
+                                        settings=p.settings),
         CustomizationJobStateChanged: partial(customization_state_changed, store=p.store, queues=p.queues,
                                               customizations=p.customizations),
     })

@@ -27,11 +27,14 @@ FAST_BEDROCK = {
 }
 
 
-def running_stack(home: Path, *, worker_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
+def running_stack(home: Path, *, worker_env: dict[str, str] | None = None,
+                  poll_interval_s: int = 1) -> Iterator[LocalStack]:
     """A local stack in `home` on free ports (fast engine, fast Bedrock delays, workers polling every
-    second), with this process's AWS and Quarry settings pointed at it until the caller is done."""
+    second unless told otherwise), with this process's AWS and Quarry settings pointed at it until
+    the caller is done."""
     config = StackConfig(home=home, moto_port=free_port(), bedrock_port=free_port(), mail_http_port=free_port(),
-                         smtp_port=free_port(), engine="fast", poll_interval_s=1, worker_env=worker_env or {})
+                         smtp_port=free_port(), engine="fast", poll_interval_s=poll_interval_s,
+                         worker_env=worker_env or {})
     stack = LocalStack(config)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in FAST_BEDROCK.items():

@@ -378,12 +378,13 @@ def bedrock_event(name: str, arn: str, status: str) -> BedrockJobStateChanged:
         "detail": {"batchJobName": name, "batchJobArn": arn, "status": status}})
 
 
-async def test_given_a_job_quarry_did_not_start_when_its_state_changes_then_it_is_ignored(store, queues, bedrock):
+async def test_given_a_job_quarry_did_not_start_when_its_state_changes_then_it_is_ignored(store, queues, bedrock,
+                                                                                             settings):
     await a_submitted_job(store, bedrock)
     bedrock.set_state("arn:theirs", "Completed", name="nightly-embeddings")
 
     await job_state_changed(bedrock_event("nightly-embeddings", "arn:theirs", "Completed"), store=store,
-                            bedrock=bedrock, queues=queues)
+                            bedrock=bedrock, queues=queues, settings=settings)
 
     assert (await stored_job(store)).version == 0
     assert await store.slot_holders(HAIKU) == {job_name(RUN_ID, "00000-0")}
@@ -391,12 +392,12 @@ async def test_given_a_job_quarry_did_not_start_when_its_state_changes_then_it_i
 
 
 async def test_given_one_of_quarrys_jobs_when_bedrock_says_it_ended_then_the_job_ends_and_the_run_is_collected(
-        store, queues, bedrock):
+        store, queues, bedrock, settings):
     arn = await a_submitted_job(store, bedrock)
     bedrock.set_state(arn, "PartiallyCompleted", processed=100, succeeded=90, failed=10)
 
     await job_state_changed(bedrock_event(job_name(RUN_ID, "00000-0"), arn, "PartiallyCompleted"), store=store,
-                            bedrock=bedrock, queues=queues)
+                            bedrock=bedrock, queues=queues, settings=settings)
 
     job = await stored_job(store)
     assert (job.status, job.succeeded, job.failed) == ("PARTIAL", 90, 10)
@@ -411,7 +412,7 @@ async def test_given_the_event_beat_submits_own_write_when_submit_job_is_retried
     store.slots[HAIKU] = {job_name(RUN_ID, "00000-0")}
     arn = await bedrock.create(await stored_job(store))
     await job_state_changed(bedrock_event(job_name(RUN_ID, "00000-0"), arn, "Submitted"), store=store,
-                            bedrock=bedrock, queues=queues)
+                            bedrock=bedrock, queues=queues, settings=settings)
 
     await submit_job(SubmitJob(run_id=RUN_ID, job_key="00000-0"), store=store, bedrock=bedrock, queues=queues,
                      settings=settings)
@@ -427,7 +428,7 @@ async def test_given_the_event_lands_while_submit_is_creating_when_submit_record
         async def create(self, job: Job) -> str:
             arn = await super().create(job)
             await job_state_changed(bedrock_event(job.name, arn, "Submitted"), store=store, bedrock=self,
-                                    queues=queues)
+                                    queues=queues, settings=settings)
             return arn
 
     bedrock = EventDuringCreate()

@@ -28,7 +28,7 @@ START_RUN = {
     "kind": "batch", "evaluation": None, "parent_run_id": None, "customization": None, "validate_only": False,
 }
 SUBMIT_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "SubmitJob",
-              "job_key": "00003-0", "seq": 2}
+              "job_key": "00003-0", "seq": 2, "wake": False}
 CANCEL_RUN = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CancelRun"}
 CHECK_JOB = {"schema_version": 1, "run_id": RUN_ID, "correlation_id": CORRELATION, "type": "CheckJob",
              "job_key": "00003-1", "seq": 7}

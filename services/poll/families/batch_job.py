@@ -8,6 +8,8 @@ import structlog
 
 from services.poll.families.batch_job_deadlines import watch
 from services.poll.families.job_moves import check_applies, move_job
+# Submit's rule of which jobs wait for a slot and how they are woken, so the two agree.
+from services.submit.families.batch_job import wake_waiting
 from shared.adapters.bedrock import BatchJobs, BedrockJobState
 from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
@@ -29,7 +31,7 @@ async def check(cmd: CheckJob, job: Job, *, store: RunStore, bedrock: BatchJobs,
     gone = await _gone(job, state, bedrock=bedrock, settings=settings)
     # Progress, stuck and the deadline's cutoff (which stops the job): batch_job_deadlines.py.
     promised = {} if gone or state is None else await watch(job, state, store=store, bedrock=bedrock, settings=settings)
-    job = await record(job, None if gone else state, store=store, queues=queues, gone=gone,
+    job = await record(job, None if gone else state, store=store, queues=queues, settings=settings, gone=gone,
                        check_seq=job.check_seq + 1, **promised)
     if not job.terminal:
         # Still running is a normal outcome: look again later, without holding a worker.
@@ -53,7 +55,8 @@ async def _gone(job: Job, state: BedrockJobState | None, *, bedrock: BatchJobs, 
             "ended; its records are salvaged from what it wrote and retried")
 
 
-async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> None:
+async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
+                            settings: Settings) -> None:
     ours = parse_job_name(event.detail.batchJobName)
     if ours is None:
         return  # a job Quarry did not start
@@ -62,14 +65,15 @@ async def job_state_changed(event: BedrockJobStateChanged, *, store: RunStore, b
         return  # ended already, or waiting to be created again after a throttled create
     # The event is a hint; the job's record counts come from GetModelInvocationJob.
     await record(job.model_copy(update={"bedrock_arn": job.bedrock_arn or event.detail.batchJobArn}),
-                 await bedrock.get(event.detail.batchJobArn), store=store, queues=queues)
+                 await bedrock.get(event.detail.batchJobArn), store=store, queues=queues, settings=settings)
 
 
-async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, queues: Queues, gone: str | None = None,
-                 **also: Any) -> Job:
+async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, queues: Queues, settings: Settings,
+                 gone: str | None = None, **also: Any) -> Job:
     """The job with Bedrock's status and progress, written only if something changed. A job that
-    ends gives its slot back and asks for its run's collection in the same write. No state (or
-    `gone`, why Bedrock no longer knows it) ends the job FAILED."""
+    ends gives its slot back and asks for its run's collection in the same write, then wakes its
+    run's jobs waiting for that slot. No state (or `gone`, why Bedrock no longer knows it) ends the
+    job FAILED."""
     if state is None:
         # Bedrock answered 404, or has not listed the job for too long: it no longer knows the
         # job, so the job has ended. Postprocess salvages whatever output it left and retries the rest.
@@ -93,4 +97,7 @@ async def record(job: Job, state: BedrockJobState | None, *, store: RunStore, qu
         return await store.update_job(job, **changes)
     log.info("job_status_changed", job_key=job.job_key, status=status, bedrock_status=progress["bedrock_status"],
              processed=progress.get("processed"))
-    return await move_job(job, status, collect=status in JOB_TERMINAL, store=store, queues=queues, **changes)
+    moved = await move_job(job, status, collect=status in JOB_TERMINAL, store=store, queues=queues, **changes)
+    if status in JOB_TERMINAL:
+        await wake_waiting(moved, store=store, queues=queues, settings=settings)
+    return moved

@@ -1,5 +1,10 @@
 """The batch_job family in submit: a Bedrock batch inference job admitted through its model's
-semaphore (slots) and created exactly once. Moved here whole from services/submit/handlers.py."""
+semaphore (slots) and created exactly once. Moved here whole from services/submit/handlers.py.
+
+A job with no free slot waits: its own delayed SubmitJob (its admission loop) looks again later,
+less often the longer it waits. The fast path is the wake: whoever gives a slot back (poll at a
+job's end, a rejected create here) sends the run's waiting jobs a SubmitJob of their live loop
+(wake_waiting), so a freed slot is taken at once rather than at the next look."""
 from __future__ import annotations
 
 import structlog
@@ -8,7 +13,7 @@ from shared.adapters.bedrock import BatchJobs
 from shared.adapters.queues import MAX_DELAY_S, Outgoing, Queues, deliver
 from shared.adapters.store import RunStore
 from shared.domain.runs import JOB_HOLDS_SLOT, Job, parse_job_name
-from shared.errors import PermanentError, RetryableError
+from shared.errors import PermanentError, QuarryError, RetryableError
 from shared.lost_jobs import track_absent
 from shared.messages import CheckJob, CollectRun, SubmitJob
 from shared.settings import Settings
@@ -18,6 +23,10 @@ log = structlog.get_logger("quarry.submit")
 
 async def submit(cmd: SubmitJob, job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queues,
                  settings: Settings) -> None:
+    if cmd.wake and job.status != "PENDING":
+        # Admitted already (by its loop, or another wake): the message that admitted it carries it.
+        log.info("wake_dropped", job_key=job.job_key, status=job.status)
+        return
     run = await store.get_run(cmd.run_id)
     if job.status == "PENDING" and (run is None or run.terminal or run.status == "CANCELLING"):
         reason = "cancelled before submission" if run is None or run.cancel_requested else f"the run {run.status.lower()}"
@@ -30,13 +39,13 @@ async def submit(cmd: SubmitJob, job: Job, *, store: RunStore, bedrock: BatchJob
         if admitted is None:
             # Waiting hours for a slot is normal: a fresh delayed message per wait, never a retry
             # of this one, so waiting cannot reach the queue's receive limit and park the job.
-            await _wait(job, settings.poll_interval_s, store=store, queues=queues, why="slot_wait")
+            await _wait(job, slot_wait_s(job, settings), store=store, queues=queues, why="slot_wait")
             return
         # The intent is recorded before the call: a crash after Bedrock made the job re-sends the
         # same clientRequestToken and gets that job back.
         job = admitted
     if job.status == "SUBMITTING":
-        job = await _create(job, store=store, bedrock=bedrock, queues=queues)
+        job = await _create(job, store=store, bedrock=bedrock, queues=queues, settings=settings)
         if job.status == "PENDING":
             return  # throttled: waiting without a slot for its next try
         latest = await store.get_run(cmd.run_id)
@@ -50,6 +59,46 @@ async def submit(cmd: SubmitJob, job: Job, *, store: RunStore, bedrock: BatchJob
                           delay_s=settings.poll_interval_s)
 
 
+def slot_wait_s(job: Job, settings: Settings) -> int:
+    """How long a job without a slot waits before it looks again: the poll interval, doubling with
+    each wait (submit_seq counts them) up to four times it, since a freed slot of its own run wakes
+    it at once. Capped at half the watchdog's stall_after_s, so a wait is never taken for a stall."""
+    grown = settings.poll_interval_s * 2 ** min(job.submit_seq, 2)
+    return max(settings.poll_interval_s, min(grown, settings.stall_after_s // 2, MAX_DELAY_S))
+
+
+async def wake_waiting(freed: Job, *, store: RunStore, queues: Queues, settings: Settings) -> None:
+    """Once `freed` gave its slot back: wake its run's jobs waiting for a slot of its model, earliest
+    first, as many as the model has slots free, each with a SubmitJob of its live loop (its seq).
+
+    A wake is a hint, never state: sent after the write, not through the outbox, since a lost one
+    costs only the wait that the job's own delayed loop still covers. Submit treats it as a copy of
+    that loop's message (a stale seq is dropped, two copies race on the job's version, one wins)
+    that acts only on a PENDING job, so it can neither start a second loop nor a second create.
+    Jobs of other runs waiting on the model are not woken: they find the slot at their next look
+    (the table has no index of waiting jobs by model; one query of this run's jobs stays cheap)."""
+    try:
+        holders, _ = await store.slot_state(freed.model_id)
+        free = settings.concurrency_for(freed.model_id) - len(holders)
+        if free <= 0:
+            return  # taken already (another run's job, or a loop that looked just now)
+        jobs = await store.list_jobs(freed.run_id)
+        waiting = sorted((job for job in jobs if _waits_for_slot(job, freed.model_id)),
+                         key=lambda job: (job.attempt, job.index))[:free]
+        for job in waiting:
+            await queues.send("submit", SubmitJob(run_id=job.run_id, job_key=job.job_key, seq=job.submit_seq,
+                                                  wake=True))
+    except QuarryError as exc:  # the slot is given back already; only the wake is lost
+        log.warning("wake_not_sent", job_key=freed.job_key, reason=str(exc))
+        return
+    if waiting:
+        log.info("slot_waiters_woken", job_key=freed.job_key, woken=[job.job_key for job in waiting], free=free)
+
+
+def _waits_for_slot(job: Job, model_id: str) -> bool:
+    # A job PENDING after a throttled create (throttles > 0) is backing off Bedrock, not waiting
+    # for a slot: waking it would defeat the backoff.
+    return job.family == "batch_job" and job.status == "PENDING" and job.model_id == model_id and job.throttles == 0
 
 
 async def cancel(job: Job, *, store: RunStore, bedrock: BatchJobs) -> None:
@@ -72,11 +121,12 @@ async def _wait(job: Job, delay_s: int, *, store: RunStore, queues: Queues, why:
     log.info("job_waiting", job_key=job.job_key, reason=why, delay_s=delay_s, seq=seq)
 
 
-async def _create(job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queues) -> Job:
+async def _create(job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queues, settings: Settings) -> Job:
     try:
         arn = await bedrock.create(job)
     except RetryableError as exc:
-        # Back off on throttles counted as throttles, without holding a slot meanwhile.
+        # Back off on throttles counted as throttles, without holding a slot meanwhile. The slot
+        # wakes nobody: the next create would most likely be throttled too.
         throttles = job.throttles + 1
         delay = min(5 * 2 ** (throttles - 1), MAX_DELAY_S)
         await _wait(job, delay, store=store, queues=queues, why="create_throttled", throttles=throttles,
@@ -87,6 +137,7 @@ async def _create(job: Job, *, store: RunStore, bedrock: BatchJobs, queues: Queu
         sent = [Outgoing("postprocess", CollectRun(run_id=job.run_id))]
         job = await store.move_job(job, "FAILED", message=str(exc), send=sent)  # gives the slot back
         await deliver(sent, queues=queues, store=store)
+        await wake_waiting(job, store=store, queues=queues, settings=settings)
         return job
     log.info("job_submitted", job_key=job.job_key, bedrock_arn=arn)
     return await store.move_job(job, "SUBMITTED", bedrock_arn=arn, throttles=0, message=None)
