@@ -190,7 +190,10 @@ class RunStore:
             "ExpressionAttributeValues": {":pk": _s(f"RUN#{run_id}"), ":job": _s("JOB#")},
         }
         while True:
-            response = await self._db.query(**kwargs)
+            try:
+                response = await self._db.query(**kwargs)
+            except ClientError as exc:
+                raise translate(exc, f"listing the jobs of run {run_id}") from exc
             jobs.extend(Job.model_validate_json(item["doc"]["S"]) for item in response["Items"])
             if "LastEvaluatedKey" not in response:
                 return jobs
