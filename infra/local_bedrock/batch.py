@@ -196,7 +196,8 @@ class BatchRunner:
             window = _Window([], rng)
             batch: list[dict[str, Any]] = []
             async for number, line in s3io.lines(self._s3, file):
-                ended = ended or self._end_reason(job, budget)
+                # Checked as each mini-batch starts (a stop, an injected end, the timeout), not every line.
+                ended = ended or (None if batch else self._end_reason(job, budget))
                 if ended:
                     break
                 if stall_at is not None and job.processed + len(batch) >= stall_at:

@@ -8,7 +8,7 @@ through here, so a batch record behaves exactly like the same body sent to Invok
 from __future__ import annotations
 
 import re
-import secrets
+import random
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -236,7 +236,7 @@ def text_response(model: FoundationModel, result: TextResult) -> dict[str, Any]:
     family = model.family
     if family == "anthropic":
         return {
-            "id": f"msg_bdrk_{secrets.token_hex(12)}",
+            "id": f"msg_bdrk_{_hex_id(96)}",
             "type": "message",
             "role": "assistant",
             "model": model.model_id.split(".", 1)[1],
@@ -269,11 +269,17 @@ def text_response(model: FoundationModel, result: TextResult) -> dict[str, Any]:
     if family == "cohere":
         reason = "MAX_TOKENS" if result.stop_reason == "max_tokens" else "COMPLETE"
         return {
-            "id": secrets.token_hex(16),
-            "generations": [{"id": secrets.token_hex(16), "text": result.text, "finish_reason": reason}],
+            "id": _hex_id(128),
+            "generations": [{"id": _hex_id(128), "text": result.text, "finish_reason": reason}],
             "prompt": None,
         }
     raise ValueError(f"{family} has no text response")
+
+
+def _hex_id(bits: int) -> str:
+    """A random response id: an identifier, not a secret (secrets.token_hex is a system call a
+    response, and the batch thread gave up the GIL at each one)."""
+    return f"{random.getrandbits(bits):0{bits // 4}x}"
 
 
 def converse_response(result: TextResult, latency_ms: int) -> dict[str, Any]:

@@ -24,8 +24,37 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def count_tokens(text: str) -> int:
-    """An estimate of a BPE tokenizer's count: words, plus punctuation marks, plus long words split."""
+    """An estimate of a BPE tokenizer's count: words, plus punctuation marks, plus long words split
+    (1 + len // 8 a word). ASCII text is counted with bytes operations: the regex costs ~30 ns a
+    character, and counting prompts was most of the fast engine's time."""
+    if not text.isascii():
+        return _count_tokens_regex(text)
+    # Each byte as its class: a word byte "a", whitespace " ", a punctuation mark ".".
+    classes = text.encode("ascii").translate(_ASCII_CLASSES)
+    words = classes.count(b"a ") + classes.count(b"a.") + classes.endswith(b"a")
+    # Non-overlapping runs of 8 word bytes: len // 8 of each word.
+    return words + classes.count(b"aaaaaaaa") + classes.count(b".")
+
+
+def _count_tokens_regex(text: str) -> int:
     return sum(1 + len(token) // 8 for token in _TOKEN.findall(text))
+
+
+# Taken from _TOKEN's own \w and \s, so both ways of counting agree.
+_ASCII_CLASSES = bytes(ord("a") if re.match(r"\w", chr(c)) else ord(" ") if re.match(r"\s", chr(c)) else ord(".")
+                       for c in range(128)) + b"." * 128
+
+
+def last_tokens(text: str, n: int) -> list[str]:
+    """The last `n` of _TOKEN's tokens in `text`, found in its tail, not the whole text."""
+    window = 8 * n
+    while True:
+        tail = text[-window:]
+        tokens = _TOKEN.findall(tail)
+        # A tail cut inside a word gives a partial first token: exact once there are more than n.
+        if len(tokens) > n or len(tail) == len(text):
+            return tokens[-n:]
+        window *= 4
 
 
 class FastTextEngine:
@@ -52,12 +81,11 @@ class FastTextEngine:
         rating = judge_rating(last_user)
         if rating is not None:
             return _finish(rating, prompt, request)
-        given = _JSON_LINE.search(last_user)
+        given = _JSON_LINE.search(last_user) if "JSON: " in last_user else None
         if given is not None:
             return _finish(given.group(1).strip(), prompt, request)
         digest = hashlib.blake2b(prompt.encode(), digest_size=4).hexdigest()
-        words = _TOKEN.findall(last_user)[-40:]
-        return _finish(f"Summary: {' '.join(words)} [#{digest}]", prompt, request)
+        return _finish(f"Summary: {' '.join(last_tokens(last_user, 40))} [#{digest}]", prompt, request)
 
 
 _SECTION = r"<{0}>\n(?P<text>.*?)\n</{0}>"
@@ -67,6 +95,8 @@ _SCALE = re.compile(r"Rating scale:\n(?P<levels>(?:\d+\. [^\n]*\n?)+)")
 
 def judge_rating(prompt: str) -> str | None:
     """The fast engine's answer to a judge prompt (see FastTextEngine), or None for any other prompt."""
+    if "<response>" not in prompt:
+        return None
     response = re.search(_SECTION.format("response"), prompt, re.DOTALL)
     scale = _SCALE.search(prompt)
     if response is None or scale is None:
@@ -91,10 +121,13 @@ def _finish(text: str, prompt: str, request: TextRequest) -> TextResult:
     for stop in request.stop_sequences:
         if stop and stop in text:
             text, stop_reason = text[: text.index(stop)], "stop_sequence"
-    tokens = _TOKEN.findall(text)
-    if len(tokens) > request.max_tokens:
-        text, stop_reason = " ".join(tokens[: request.max_tokens]), "max_tokens"
-    return TextResult(text, count_tokens(prompt), min(count_tokens(text), request.max_tokens), stop_reason)
+    output_tokens = count_tokens(text)
+    # The count is at least the number of tokens, so a text within max_tokens by it needs no cut.
+    if output_tokens > request.max_tokens:
+        tokens = _TOKEN.findall(text)
+        if len(tokens) > request.max_tokens:
+            text, stop_reason = " ".join(tokens[: request.max_tokens]), "max_tokens"
+    return TextResult(text, count_tokens(prompt), min(output_tokens, request.max_tokens), stop_reason)
 
 
 class FastEmbeddingEngine:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from infra.local_bedrock.engines import TextRequest
-from infra.local_bedrock.engines.fast import FastEmbeddingEngine, FastTextEngine, count_tokens
+from infra.local_bedrock.engines.fast import (_TOKEN, FastEmbeddingEngine, FastTextEngine, _count_tokens_regex,
+                                              count_tokens, last_tokens)
 
 
 def request(text: str, **kwargs) -> TextRequest:
@@ -55,3 +59,25 @@ def test_texts_sharing_words_are_closer_than_unrelated_ones():
         return sum(p * q for p, q in zip(x, y))
 
     assert cosine(a, b) > cosine(a, c)
+
+
+_ALPHABET = "ab_9 \t\n\x1c.,;'\"é漢-"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=80))
+def test_counting_ascii_text_with_bytes_operations_agrees_with_the_regex(text):
+    # "9" becomes a 64-character word, so long words (split every 8 characters) are common.
+    text = text.replace("9", "abcdefgh" * 8)
+    ascii_only = text.encode("ascii", "ignore").decode()
+
+    assert count_tokens(text) == _count_tokens_regex(text)
+    assert count_tokens(ascii_only) == _count_tokens_regex(ascii_only)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=400), st.integers(min_value=1, max_value=12))
+def test_the_last_tokens_are_found_from_the_tail_as_from_the_whole_text(text, n):
+    text = text.replace("9", "abcdefgh" * 8)
+
+    assert last_tokens(text, n) == _TOKEN.findall(text)[-n:]
