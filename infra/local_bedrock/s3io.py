@@ -5,14 +5,11 @@ server read the whole object first, so many small ranged reads would be quadrati
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from botocore.exceptions import ClientError
-
-# S3's multipart minimum is 5 MiB for every part but the last.
-PART_BYTES = 8 * 1024 * 1024
-
 
 class JobFailure(Exception):
     """The job cannot go on; the message is what GetModelInvocationJob shows the user."""
@@ -86,45 +83,28 @@ async def lines(s3: Any, file: InputFile) -> AsyncIterator[tuple[int, bytes]]:
 
 
 class OutputWriter:
-    """One output object, uploaded in parts as it grows; a small one is a single PUT."""
+    """One output object: spooled to a temporary file as it grows, then sent in one streamed PUT.
+
+    Not a multipart upload: moto stores each part, then copies them all into the object on
+    completion (a third of its CPU for a job). One PUT takes up to 5 GB, and an output stays under
+    it: an input file is at most 1 GB (Limits.max_file_bytes), its output about twice that."""
 
     def __init__(self, s3: Any, bucket: str, key: str) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._spool = tempfile.TemporaryFile()
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= PART_BYTES:
-            await self._flush_part()
+        self._spool.write(data)
 
     async def close(self) -> None:
         try:
-            if self._upload_id is None:
-                await self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
-                return
-            if self._buffer:
-                await self._flush_part()
-            await self._s3.complete_multipart_upload(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
+            size = self._spool.tell()
+            self._spool.seek(0)
+            await self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=self._spool, ContentLength=size)
         except ClientError as exc:
             raise JobFailure(_access_message(exc, self._bucket, "output")) from None
-
-    async def _flush_part(self) -> None:
-        try:
-            if self._upload_id is None:
-                created = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._key)
-                self._upload_id = created["UploadId"]
-            number = len(self._parts) + 1
-            part = await self._s3.upload_part(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
-                                              PartNumber=number, Body=bytes(self._buffer))
-        except ClientError as exc:
-            raise JobFailure(_access_message(exc, self._bucket, "output")) from None
-        self._parts.append({"ETag": part["ETag"], "PartNumber": number})
-        self._buffer.clear()
+        finally:
+            self._spool.close()
 
 
 async def put(s3: Any, uri: str, data: bytes) -> None:
