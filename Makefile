@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring bench-sample bench-e2e bench-real clean
+.PHONY: install install-real test test-real chaos bedrock demo demo-evaluate demo-customize bench bench-s3 bench-scoring bench-sample bench-e2e bench-local-bedrock bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,12 @@ bench-sample: install
 bench-e2e: install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/bench_e2e.py
+
+# The local Bedrock's own CPU a record for a batch job on the fast engine (validate, process), in one
+# process with the input served from memory: what bench-e2e's jobs phase is made of, without moto.
+bench-local-bedrock: install
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) benchmarks/bench_local_bedrock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
