@@ -17,6 +17,8 @@ the GIL) while the reader parses ahead on its own threads.
 from __future__ import annotations
 
 import collections
+import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,8 @@ ROWS_NAME = "rows.parquet"
 # in text and keeps one runaway row from eating a whole 1 GB input file. QUARRY_MAX_RECORD_BYTES.
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 _IN_FLIGHT = 3
+# How far pyarrow's CSV reader may read the input ahead of the rows prepare has taken (_ReadAhead).
+_READ_AHEAD_BYTES = 8 << 20
 
 
 def record_id(row: int) -> str:
@@ -134,23 +138,111 @@ def _prepare(stream: IO[bytes], *, name: str, spec: PrepareSpec, limits: Prepare
              gzipped: bool, family: Family, input_bytes: int | None,
              on_chunk: Callable[[Chunk], None] | None) -> Prepared:
     spool_path, rows_path = workdir / SPOOL_NAME, workdir / ROWS_NAME
-    rolling, progress = None, None
+    rolling, progress, ahead = None, None, None
+    if fmt in ("csv", "tsv", "parquet"):
+        progress = ReadProgress()
+    if fmt in ("csv", "tsv"):
+        ahead = _ReadAhead(stream, progress, limit=_READ_AHEAD_BYTES, batch_rows=limits.batch_rows)
+        stream = ahead
     # Only where the reader knows exactly how many rows the bytes so far hold (uncompressed CSV and
     # TSV; Parquet, read whole first): elsewhere the chunks are planned once the whole input is read.
-    if on_chunk is not None and input_bytes and fmt in ("csv", "tsv", "parquet") and not gzipped:
-        progress = ReadProgress()
+    if on_chunk is not None and input_bytes and progress is not None and not gzipped:
         rolling = (progress, RollingSplit(input_bytes=input_bytes, min_records=limits.min_records,
                                           max_records=limits.max_records, max_bytes=limits.max_file_bytes), on_chunk)
     batches = iter_batches(stream, fmt=fmt, gzipped=gzipped, name=name, batch_rows=limits.batch_rows,
                            max_row_bytes=limits.max_record_bytes, progress=progress)
-    first = next(batches)
-    columns = first.schema.names
-    encoder = _encoder_for(spec, family, columns, name=name, limits=limits)
+    if ahead is not None:
+        batches = ahead.taking(batches)
+    encoder = None
     try:
+        first = next(batches)
+        columns = first.schema.names
+        encoder = _encoder_for(spec, family, columns, name=name, limits=limits)
         return _encode_all(first, batches, encoder, columns=columns, name=name, spec=spec, limits=limits,
                            family=family, spool_path=spool_path, rows_path=rows_path, rolling=rolling)
     finally:
-        encoder.close()
+        if ahead is not None:
+            ahead.release()  # a reader thread still waiting must not wait for ever
+        if encoder is not None:
+            encoder.close()
+
+
+class _ReadAhead(io.RawIOBase):
+    """The input stream, read by pyarrow's CSV reader only so far past the rows prepare has taken.
+
+    pyarrow's streaming CSV reader reads its blocks on an I/O thread, up to 32 of them ahead of the
+    batches taken (a fixed queue), each held as the bytes object this stream returned: 32-36 MB of
+    the input resident through a staging (benchmark: 1 MiB blocks, as readers._CSV_BLOCK_BYTES
+    makes them). Here a read waits while the bytes scanned (`progress`, kept by the reader) are
+    more than `limit` past the last row taken, and, while prepare waits for its next batch, while
+    the rows in the blocks before the last one read hold that batch (pyarrow parses a block once
+    it has the next). A reader held for `_STALL_S` while prepare waits reads on all the same: the
+    rule above should never hold back what a batch needs, and a wrong guess must not hang a run.
+    """
+
+    _STALL_S = 0.1
+
+    def __init__(self, raw: IO[bytes], progress: ReadProgress, *, limit: int, batch_rows: int) -> None:
+        self._raw, self._progress, self._limit, self._batch_rows = raw, progress, limit, batch_rows
+        self._changed = threading.Condition()
+        self._marks: collections.deque = collections.deque()  # (bytes, rows) scanned before each read
+        self._taken_bytes = 0  # where the last row taken ends (at the last mark at or before it)
+        self._taken_rows = 0
+        self._waiting = False  # prepare is waiting for its next batch
+        self._released = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._changed:
+            while self._held():
+                if not self._changed.wait(self._STALL_S) and self._waiting:
+                    break
+            self._marks.append((self._progress.bytes, self._progress.rows))
+        return self._raw.read(size)
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _held(self) -> bool:
+        if self._released or self._progress.bytes - self._taken_bytes <= self._limit:
+            return False
+        if not self._waiting:
+            return True
+        parsed_rows = self._marks[-1][1] if self._marks else 0
+        return parsed_rows - self._taken_rows >= self._batch_rows
+
+    def taking(self, batches):
+        """`batches`, each counted as taken when it is yielded."""
+        while True:
+            with self._changed:
+                self._waiting = True
+                self._changed.notify_all()
+            try:
+                batch = next(batches, None)
+            finally:
+                with self._changed:
+                    self._waiting = False
+            if batch is None:
+                return
+            with self._changed:
+                self._taken_rows += batch.num_rows
+                marks = self._marks
+                while len(marks) > 1 and marks[1][1] <= self._taken_rows:
+                    marks.popleft()
+                if marks and marks[0][1] <= self._taken_rows:
+                    self._taken_bytes = marks[0][0]
+                self._changed.notify_all()
+            yield batch
+
+    def release(self) -> None:
+        """Read freely from now on (prepare has stopped taking)."""
+        with self._changed:
+            self._released = True
+            self._changed.notify_all()
 
 
 def _encode_all(first: pa.RecordBatch, batches, encoder, *, columns: list[str], name: str, spec: PrepareSpec,
