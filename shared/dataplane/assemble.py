@@ -203,6 +203,8 @@ def merge_results(rows: int, sources: Iterable[SourceResults]) -> ChunkResults:
     kept: list[SourceResults] = []
     base = 0
     for source in sources:
+        if not len(source.rows):
+            continue  # so that a chunk answered by one file is taken from it, not from a concatenated copy
         take = (winner[source.rows] < 0) | failed[source.rows]
         placed = source.rows[take]
         winner[placed] = base + np.flatnonzero(take)

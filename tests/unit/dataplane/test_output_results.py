@@ -196,3 +196,12 @@ def test_given_a_row_missing_from_the_job_when_merged_with_on_demand_results_the
 def test_given_no_sources_when_merged_then_every_row_reports_no_output():
     merged = merge_results(ROWS, [])
     assert merged.error.to_pylist() == [NO_OUTPUT] * ROWS and merged.output.null_count == ROWS
+
+
+def test_given_one_file_with_results_and_empty_ones_when_merged_then_its_results_are_not_concatenated(monkeypatch):
+    # A chunk's cached and on-demand files are mostly empty: concatenating them with the job's
+    # results copied every output text of the chunk once more, at the chunk's peak.
+    sources = [source({}), source({1: RecordResult(text="b"), 0: RecordResult(text="a")}), source({})]
+    monkeypatch.setattr("shared.dataplane.assemble.pa.concat_arrays", lambda arrays: pytest.fail("concatenated"))
+    merged = merge_results(ROWS, sources)
+    assert merged.output.to_pylist()[:3] == ["a", "b", None] and merged.error.to_pylist()[2] == NO_OUTPUT
