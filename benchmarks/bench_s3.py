@@ -121,6 +121,9 @@ def case_fake_outputs(rows: int, fmt: str) -> dict:
 
 def case_postprocess(rows: int, fmt: str) -> dict:
     from services.postprocess.collecting import assemble_results
+    from services.postprocess.process_memory import keep_pandas_out
+
+    keep_pandas_out()  # as the worker's main does: pandas is in this venv, not in a worker's
 
     settings = _settings(rows, fmt)
     objects = _objects(settings)

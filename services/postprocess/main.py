@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import partial
 
 from services.postprocess.handlers import collect_run
+from services.postprocess.process_memory import keep_pandas_out
 from shared.bootstrap import Ports, by_type, run_worker
 from shared.messages import POSTPROCESS_INBOX, CollectRun
 
@@ -15,6 +16,7 @@ def wire(p: Ports):
 
 
 def main() -> None:
+    keep_pandas_out()
     run_worker("postprocess", POSTPROCESS_INBOX, wire)
 
 

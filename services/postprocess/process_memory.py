@@ -9,7 +9,8 @@ Three defaults held ~85 MB of the worker's peak (local stack, 220k rows: 354 MB 
   scalar) imports pandas where pandas is installed, ~30 MB, only to ask whether the value is a
   pandas object. Pandas is no dependency of the workers (the dev venv has it for the benchmark's
   input generator, the `bench` extra): as deployed, the import fails and pyarrow goes on without
-  it. Here it fails the same way, whatever the venv holds.
+  it. The worker's main (and the benchmark's child) make it fail the same way, whatever the venv
+  holds (keep_pandas_out).
 - glibc serves a large block from mmap, returned when freed, only until a freed one raises its
   threshold (up to 32 MB): from then on the result upload's 8 MiB parts came from the heaps, whose
   freed space was kept (~17 MB). The threshold is fixed at 4 MiB instead: 128 KiB (glibc's first
@@ -28,13 +29,19 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def settle_memory() -> None:
-    """Arrow's C++ default pool is jemalloc (if pyarrow is not loaded yet), pandas cannot be
-    imported in this process, and glibc's mmap threshold stays fixed (idempotent)."""
+    """Arrow's C++ default pool is jemalloc (if pyarrow is not loaded yet) and glibc's mmap
+    threshold stays fixed (idempotent); run as the package is imported."""
     if "pyarrow" not in sys.modules:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    _fix_mmap_threshold()
+
+
+def keep_pandas_out() -> None:
+    """pandas cannot be imported in this process from now on (idempotent). Only for a process that
+    is the worker (its main, the benchmark's child): a finder that refuses a module changes every
+    later import in the process, so importing the package does not do it."""
     if "pandas" not in sys.modules and not any(isinstance(f, NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, NoPandas())
-    _fix_mmap_threshold()
 
 
 class NoPandas(importlib.abc.MetaPathFinder):

@@ -37,15 +37,17 @@ print(json.dumps({{"rows": rows, "mimalloc": pa.mimalloc_memory_pool().num_alloc
 
 def test_converting_python_values_does_not_import_pandas() -> None:
     # Only where the venv has pandas (the bench extra) is there anything to keep out; asked of the
-    # installed distributions, since importing the package in this process refuses pandas already.
+    # installed distributions.
     try:
         importlib.metadata.version("pandas")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("pandas is not installed")
-    # Given pandas installed and the package imported
+    # Given pandas installed and the process set up as the worker's main sets it up
     # When pyarrow converts Python values, which makes it look for pandas each time
     got = run_fresh("""
 import json, sys, services.postprocess.collecting
+from services.postprocess.process_memory import keep_pandas_out
+keep_pandas_out()
 import numpy as np, pyarrow as pa, pyarrow.compute as pc
 ids = pa.array(["0000000001", "x"])
 named = pc.and_(pc.equal(pc.utf8_length(ids), 10), pc.ascii_is_decimal(ids)).to_pylist()
