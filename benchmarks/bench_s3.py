@@ -76,6 +76,9 @@ def _save_jobs(path: Path, jobs) -> None:
 
 def case_preprocess(rows: int, fmt: str) -> dict:
     from services.preprocess.staging import stage_input
+    from shared.process_memory import keep_pandas_out
+
+    keep_pandas_out()  # as the worker's main does: pandas is in this venv, not in a worker's
 
     settings = _settings(rows, fmt)
     objects = _objects(settings)
@@ -121,7 +124,7 @@ def case_fake_outputs(rows: int, fmt: str) -> dict:
 
 def case_postprocess(rows: int, fmt: str) -> dict:
     from services.postprocess.collecting import assemble_results
-    from services.postprocess.process_memory import keep_pandas_out
+    from shared.process_memory import keep_pandas_out
 
     keep_pandas_out()  # as the worker's main does: pandas is in this venv, not in a worker's
 

@@ -1,6 +1,6 @@
 """The postprocess worker. Every way into it (its main, or collecting from the benchmarks) imports
 this package first, so how the process allocates is settled here, before anything loads pyarrow
-(services/postprocess/process_memory.py)."""
-from services.postprocess.process_memory import settle_memory
+(shared/process_memory.py)."""
+from shared.process_memory import settle_memory
 
 settle_memory()

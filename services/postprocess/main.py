@@ -4,9 +4,9 @@ from __future__ import annotations
 from functools import partial
 
 from services.postprocess.handlers import collect_run
-from services.postprocess.process_memory import keep_pandas_out
 from shared.bootstrap import Ports, by_type, run_worker
 from shared.messages import POSTPROCESS_INBOX, CollectRun
+from shared.process_memory import keep_pandas_out
 
 
 def wire(p: Ports):

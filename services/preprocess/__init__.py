@@ -1,11 +1,8 @@
-"""The preprocess worker.
-
-Arrow's C++ code (its CSV block reader among it) allocates from Arrow's compiled-in default pool,
-mimalloc, which pyarrow.set_memory_pool does not change: mimalloc kept ~25 MB of freed pages of a
-1 GiB arena resident through a staging (benchmark, 220k rows). The pool is chosen once, from
-ARROW_DEFAULT_MEMORY_POOL, when pyarrow loads, so it is set here, before any module of the worker
-imports pyarrow; jemalloc is what shared.dataplane.configure_arrow_memory uses for the rest.
+"""The preprocess worker. Every way into it (its main, or staging from the benchmarks) imports this
+package first, so how the process allocates is settled here, before anything loads pyarrow
+(shared/process_memory.py): Arrow's C++ default pool is jemalloc (mimalloc kept ~25 MB of freed
+pages of a 1 GiB arena resident through a staging) and glibc's mmap threshold stays fixed.
 """
-import os
+from shared.process_memory import settle_memory
 
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+settle_memory()

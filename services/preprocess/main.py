@@ -11,6 +11,7 @@ from shared.domain.spec import Profiles
 from shared.messages import (
     PREPROCESS_INBOX, BatchRequested, CustomizationRequested, EvaluationRequested, S3ObjectCreated, StartRun,
 )
+from shared.process_memory import keep_pandas_out
 
 
 def wire(p: Ports):
@@ -28,6 +29,7 @@ def wire(p: Ports):
 
 
 def main() -> None:
+    keep_pandas_out()
     run_worker("preprocess", PREPROCESS_INBOX, wire)
 
 

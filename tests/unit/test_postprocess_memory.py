@@ -1,5 +1,5 @@
 """How the postprocess process allocates, settled by importing the package
-(services/postprocess/process_memory.py): each test runs a fresh interpreter, since what is
+(shared/process_memory.py): each test runs a fresh interpreter, since what is
 settled is settled once, as pyarrow loads."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_converting_python_values_does_not_import_pandas() -> None:
     # When pyarrow converts Python values, which makes it look for pandas each time
     got = run_fresh("""
 import json, sys, services.postprocess.collecting
-from services.postprocess.process_memory import keep_pandas_out
+from shared.process_memory import keep_pandas_out
 keep_pandas_out()
 import numpy as np, pyarrow as pa, pyarrow.compute as pc
 ids = pa.array(["0000000001", "x"])

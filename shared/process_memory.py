@@ -1,6 +1,7 @@
-"""How the postprocess process allocates, settled by the package's import, before pyarrow loads.
+"""How a data-plane worker process (preprocess, postprocess) allocates, settled by its package's
+import, before pyarrow loads.
 
-Three defaults held ~85 MB of the worker's peak (local stack, 220k rows: 354 MB before, 270 after):
+Three defaults held ~85 MB of postprocess's peak (local stack, 220k rows: 354 MB before, 270 after):
 - Arrow's C++ default pool, which the Parquet reader and writer allocate from whatever pyarrow's own
   default is (ParquetFile takes no pool), is picked from ARROW_DEFAULT_MEMORY_POOL once, as the
   library loads. Left as mimalloc, it kept ~30 MB of freed pages while rows.parquet was read;
