@@ -8,7 +8,6 @@ import structlog
 
 from services.poll.families.batch_job_deadlines import watch
 from services.poll.families.job_moves import check_applies, move_job
-# Submit's rule of which jobs wait for a slot and how they are woken, so the two agree.
 from shared.adapters.bedrock import BatchJobs, BedrockJobState
 from shared.adapters.queues import Queues
 from shared.adapters.store import RunStore
@@ -16,6 +15,7 @@ from shared.domain.runs import FROM_BEDROCK, JOB_TERMINAL, Job, parse_job_name
 from shared.errors import QuarryError
 from shared.messages import BedrockJobStateChanged, CheckJob
 from shared.settings import Settings
+# Submit's rule of which jobs wait for a slot and how they are woken, so the two agree.
 from shared.slot_wakes import wake_waiting
 
 log = structlog.get_logger("quarry.poll")
