@@ -5,7 +5,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from shared.adapters.aws import client_config
 from shared.adapters.objects import SyncObjects
+from shared.settings import Settings
 
 BUCKET = "results"
 URI = f"s3://{BUCKET}/runs/r1/results.csv"
@@ -18,7 +20,8 @@ def s3(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
+        # The workers' client settings: no request checksum S3 does not require.
+        client = boto3.client("s3", config=client_config(Settings(region="us-east-1")))
         client.create_bucket(Bucket=BUCKET)
         yield client
 
@@ -63,3 +66,19 @@ def test_given_an_error_before_the_first_part_when_writing_then_no_object_is_lef
             out.write(b"row 1\n")
             raise ValueError("join failed")
     assert stored(s3) is None
+
+
+def test_given_a_stream_of_several_parts_when_stored_then_every_part_carries_a_crc32_s3_checked(s3):
+    data = bytes(range(256)) * (2 * PART // 256 + 1000)
+    with SyncObjects(s3).writing(URI) as out:
+        write_in_pieces(out, data)
+    head = s3.head_object(Bucket=BUCKET, Key="runs/r1/results.csv", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-3"') and head.get("ChecksumCRC32")  # three parts, checksummed
+
+
+def test_given_a_file_over_one_part_when_uploaded_then_its_parts_carry_a_crc32(s3, tmp_path):
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"r" * (PART + 1))
+    SyncObjects(s3).upload_file(str(path), URI)
+    head = s3.head_object(Bucket=BUCKET, Key="runs/r1/results.csv", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-2"') and head.get("ChecksumCRC32")
