@@ -407,10 +407,12 @@ def build_app(settings: Settings) -> web.Application:
 
 async def _lifecycle(app: web.Application, settings: Settings):
     session = get_session()
-    # Checksums only where S3 requires them: the default CRC32 of every output byte, computed here
-    # and again by moto, is work neither needs on loopback.
+    # Checksums only where S3 requires them, and bodies not SHA-256 signed (botocore signs every
+    # body over plain HTTP): a CRC32 or SHA-256 of every output byte, computed here (and the CRC
+    # again by moto), is work neither needs on loopback.
     config = Config(retries={"max_attempts": 3, "mode": "standard"}, region_name=settings.region,
-                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                    s3={"payload_signing_enabled": False})
     async with contextlib.AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(session.create_client("s3", config=config))
         events = await stack.enter_async_context(session.create_client("events", config=config))

@@ -99,8 +99,7 @@ class SyncObjects:
                                         ContentLength=length)
                 else:
                     handle.seek(offset)
-                    self._s3.upload_fileobj(_Slice(handle, length), bucket, key, Config=self._transfer,
-                                            ExtraArgs=_MULTIPART_ARGS)
+                    self._s3.upload_fileobj(_Slice(handle, length), bucket, key, Config=self._transfer)
             except ClientError as exc:
                 raise translate(exc, f"writing {uri}") from exc
 
@@ -108,7 +107,7 @@ class SyncObjects:
         """Upload a whole local file (multipart if large), each part streamed from disk."""
         bucket, key = split_uri(uri)
         try:
-            self._s3.upload_file(path, bucket, key, Config=self._transfer, ExtraArgs=_MULTIPART_ARGS)
+            self._s3.upload_file(path, bucket, key, Config=self._transfer)
         except ClientError as exc:
             raise translate(exc, f"writing {uri}") from exc
 
@@ -159,8 +158,7 @@ class SyncObjects:
 
         def upload() -> None:
             try:
-                self._s3.upload_fileobj(_PipeReader(pipe), bucket, key, Config=self._stream_transfer,
-                                        ExtraArgs=_MULTIPART_ARGS)
+                self._s3.upload_fileobj(_PipeReader(pipe), bucket, key, Config=self._stream_transfer)
             except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
                 failure.append(exc)
             finally:
@@ -209,13 +207,6 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     if pending:
         yield pending.splitlines()[0]
 
-
-# Uploads that may go in parts carry a CRC32 of each part, which S3 checks on arrival and keeps
-# (a composite checksum of the object). Clients compute no request checksums S3 does not require
-# ("when_required", shared/adapters/aws.py), so without this a multipart object has none of its
-# own, and the local S3 (moto) then copies the whole object once more at completion to checksum
-# it: a 1.5 GB result took 6.6 s to complete, 4.4 s with part checksums.
-_MULTIPART_ARGS = {"ChecksumAlgorithm": "CRC32"}
 
 # A byte range up to this size goes up in one streamed PUT (S3 takes up to 5 GB in one); past it,
 # in parts sent in parallel.

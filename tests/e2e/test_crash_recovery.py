@@ -91,10 +91,17 @@ def test_postprocess_killed_after_recording_retry_jobs_still_finishes_the_run(st
 
 
 def test_a_run_whose_collection_always_crashes_fails_with_the_error_and_an_email(stack, aws):
-    uri = drop(aws, 150, "corrupt")
-    run = wait_until(lambda: (r := run_for(uri)) is not None and r.status == "RUNNING" and r, timeout=60,
-                     what="a running run")
-    aws["s3"].put_object(Bucket="quarry-work", Key=f"runs/{run.run_id}/rows.parquet", Body=b"not parquet at all")
+    # Collection waits while rows.parquet is spoiled: with postprocess down the run stays RUNNING
+    # however soon its job ends (the fast engine ends 150 rows in under a second, before this
+    # test's polling saw RUNNING once in two loaded runs).
+    stack.kill_worker("postprocess")
+    try:
+        uri = drop(aws, 150, "corrupt")
+        run = wait_until(lambda: (r := run_for(uri)) is not None and r.status == "RUNNING" and r, timeout=60,
+                         what="a running run")
+        aws["s3"].put_object(Bucket="quarry-work", Key=f"runs/{run.run_id}/rows.parquet", Body=b"not parquet at all")
+    finally:
+        stack.restart_worker("postprocess")
 
     run = finished_run(uri, timeout=300)  # the watchdog gives up after bounded re-drives; generous for a loaded CI
 

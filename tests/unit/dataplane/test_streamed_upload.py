@@ -20,7 +20,7 @@ def s3(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        # The workers' client settings: no request checksum S3 does not require.
+        # The workers' client settings (shared/adapters/aws.py), checksums included.
         client = boto3.client("s3", config=client_config(Settings(region="us-east-1")))
         client.create_bucket(Bucket=BUCKET)
         yield client
