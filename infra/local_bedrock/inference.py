@@ -42,7 +42,7 @@ class Engines:
         name = self._settings.engine_for(model.model_id)
         if name not in self._text:
             self._text[name] = FastTextEngine() if name == "fast" else _real().SmolLM2TextEngine(
-                batch_size=self._settings.batch_size, repetition_penalty=self._settings.real_repetition_penalty)
+                batch_size=self._model_batch(), repetition_penalty=self._settings.real_repetition_penalty)
         return self._text[name]
 
     def custom_text(self, custom: CustomModel) -> TextEngine:
@@ -52,9 +52,15 @@ class Engines:
                 self._custom[custom.model_id] = FastCustomTextEngine.load(custom.weights_dir)
             else:
                 self._custom[custom.model_id] = _real().custom_text_engine(
-                    custom.weights_dir, batch_size=self._settings.batch_size,
+                    custom.weights_dir, batch_size=self._model_batch(),
                     repetition_penalty=self._settings.real_repetition_penalty)
         return self._custom[custom.model_id]
+
+    def _model_batch(self) -> int:
+        """Rows the real engine runs on the model at once: a job's mini-batch, up to the engine's
+        default (32, the fastest measured). A larger mini-batch is sorted by prompt length first
+        and cut into batches of this size, which is where the larger mini-batch pays."""
+        return min(self._settings.batch_size, _real().DEFAULT_TEXT_BATCH)
 
     def forget_custom(self, model_id: str) -> None:
         """Drop a custom model's loaded engine (the model was deleted or is no longer hosted)."""
