@@ -482,13 +482,14 @@ def test_throttled_creates_are_refused_until_the_fault_is_spent(bedrock, bedrock
 # --- stopping ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def paced_server(moto, logs_dir, tmp_path_factory):
-    """A service whose sub-statuses take a second each and whose steps take 50 ms, so a stop lands
-    in the stage a test chooses."""
+    """A service whose first two sub-statuses take two seconds each and whose steps take 50 ms, so a
+    stop lands in the stage a test chooses (one second was missed once by a CI run's polling under
+    load: no GetModelCustomizationJob answered while data processing was InProgress)."""
     server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
         **TEST_LIMITS,
         "LOCAL_BEDROCK_HOME": str(tmp_path_factory.mktemp("paced-home")),
-        "LOCAL_BEDROCK_CUSTOMIZATION_VALIDATION_SECONDS": "1",
-        "LOCAL_BEDROCK_CUSTOMIZATION_DATA_PROCESSING_SECONDS": "1",
+        "LOCAL_BEDROCK_CUSTOMIZATION_VALIDATION_SECONDS": "2",
+        "LOCAL_BEDROCK_CUSTOMIZATION_DATA_PROCESSING_SECONDS": "2",
         "LOCAL_BEDROCK_CUSTOMIZATION_SECONDS_PER_STEP": "0.05",
     })
     yield server
