@@ -15,12 +15,13 @@ POLL_S = 30
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    # Two jobs of 150 rows, one slot: the second waits for the first. At 20 ms a row the first runs
-    # for seconds, so the second has certainly found no slot and waits a whole POLL_S before it looks
-    # again; Bedrock's event of the first's end reaches poll at once.
+    # Two jobs of 150 rows, one slot: the second waits for the first. At 80 ms a row the first runs
+    # for 12 s, so the second has certainly found no slot and waits a whole POLL_S before it looks
+    # again; Bedrock's event of the first's end reaches poll at once. (At 20 ms a row, 3 s, a loaded
+    # CI machine once admitted the second only after the first had ended.)
     yield from running_stack(tmp_path_factory.mktemp("slot-wake-stack"), poll_interval_s=POLL_S,
                              worker_env={"QUARRY_MAX_RECORDS_PER_JOB": "150", "QUARRY_MODEL_CONCURRENCY": '{"*": 1}',
-                                         "LOCAL_BEDROCK_DELAY_PER_RECORD": "0.02"})
+                                         "LOCAL_BEDROCK_DELAY_PER_RECORD": "0.08"})
 
 
 def test_a_job_waiting_for_the_only_slot_is_created_right_after_the_first_ends_not_a_poll_interval_later(stack):
