@@ -2,11 +2,11 @@
 one port) plus its own control endpoint, /local-bedrock-api/, for faults and resets."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from infra.local_bedrock import catalogue, protocol
 from infra.local_bedrock.batch import BatchRunner
+from infra.local_bedrock.coalesce import Coalescer
 from infra.local_bedrock.custom_models import CustomModel, CustomModelStore
 from infra.local_bedrock.customization import TERMINAL as CUSTOMIZATION_TERMINAL
 from infra.local_bedrock.customization import CustomizationJobStore, CustomizationRunner, base_model_for, checked_request
@@ -28,7 +29,7 @@ from infra.local_bedrock.faults import (
     FaultRegistry, FaultSpec, for_new_customization, take_customization_throttle, wrong_answer_rate,
 )
 from infra.local_bedrock.hosting import Hosting
-from infra.local_bedrock.inference import Engines, WrongAnswers, invoke_many
+from infra.local_bedrock.inference import Engines, Outcome, WrongAnswers, invoke_many
 from infra.local_bedrock.jobs import TERMINAL, JobStore
 from infra.local_bedrock.persistence import StateDir
 from infra.local_bedrock.settings import Settings
@@ -57,6 +58,8 @@ class LocalBedrock:
         self.hosting = Hosting(settings, custom_models=self.custom_models, faults=self.faults, state=self.state)
         self.engines = Engines(settings)
         self.executor = ThreadPoolExecutor(max_workers=settings.running_jobs, thread_name_prefix="engine")
+        # Concurrent runtime calls of one model are generated together, a job's mini-batch at most.
+        self.invocations: Coalescer[Outcome] = Coalescer(self.executor, max_batch=settings.batch_size)
         publisher = EventPublisher(events, bus=settings.event_bus, account_id=settings.account_id,
                                    region=settings.region)
         self.runner = BatchRunner(settings, engines=self.engines, s3=s3, events=publisher, executor=self.executor,
@@ -232,14 +235,14 @@ class LocalBedrock:
 
     async def _invoke_one(self, model: catalogue.FoundationModel, body: Any, *, converse: bool,
                           custom: CustomModel | None = None, model_id: str | None = None) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         # A wrong-answer fault is scoped as batch jobs are (the foundation model an id resolves to),
         # except that a PT or deployment of a custom model is scoped by the ARN the caller named.
         named = model_id if custom is not None and model_id else model.model_id
         rate = wrong_answer_rate(self.faults, model_id=named)
         wrong = WrongAnswers(rate, named) if rate > 0 else None
-        [outcome] = await loop.run_in_executor(self.executor, invoke_many, self.engines, model, [body], converse, custom,
-                                               wrong)
+        key = (model.model_id, custom.model_arn if custom is not None else None, converse, wrong)
+        outcome = await self.invocations.call(
+            key, partial(invoke_many, self.engines, model, converse=converse, custom=custom, wrong=wrong), body)
         if outcome.error is not None:
             raise outcome.error
         return outcome.response

@@ -153,3 +153,31 @@ def test_get_an_unknown_foundation_model_is_not_found(bedrock):
     with pytest.raises(ClientError) as exc:
         bedrock.get_foundation_model(modelIdentifier="acme.nothing-v1")
     assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_concurrent_calls_each_get_their_own_answer_and_a_bad_body_fails_alone(bedrock_server):
+    """Concurrent calls of one model are generated together (coalesce.py): answers must not cross."""
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = boto3.client("bedrock-runtime", endpoint_url=bedrock_server.url)
+    cities = [f"City{i:02d}" for i in range(24)]
+
+    def ask(city: str) -> str:
+        body = {"inputText": f"Summarise: the meeting moved to {city} on Tuesday.",
+                "textGenerationConfig": {"maxTokenCount": 60, "temperature": 0}}
+        if city == "City07":
+            body["textGenerationConfig"]["maxTokenCount"] = -1  # out of range: this call alone fails
+        answer = json.loads(client.invoke_model(modelId="amazon.titan-text-lite-v1", body=json.dumps(body))["body"].read())
+        return answer["results"][0]["outputText"]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = {city: pool.submit(ask, city) for city in cities}
+    for city, future in futures.items():
+        if city == "City07":
+            with pytest.raises(ClientError) as exc:
+                future.result()
+            assert exc.value.response["Error"]["Code"] == "ValidationException"
+        else:
+            text = future.result()
+            assert city in text and not any(other in text for other in cities if other != city), (city, text)
