@@ -39,7 +39,6 @@ CALLERS = 20  # concurrent InvokeModel calls, as Quarry's on-demand path sends t
 
 
 def wait_until(read, done, *, timeout: float, what: str) -> dict:
-
     deadline = time.monotonic() + timeout
     while True:
         state = read()
