@@ -67,6 +67,9 @@ def main() -> None:
         parser.error("--rows must be 8..300, --held-out 2..40 and --epochs 1..10 (the shipped rows)")
     started = time.monotonic()
     os.environ.setdefault("LOCAL_BEDROCK_BATCH_SIZE", "16")
+    # The gate invokes the provisioned custom model (and its base) on demand, this many calls at a
+    # time; the local Bedrock generates concurrent calls together, so 16 make batches of up to 16.
+    os.environ.setdefault("QUARRY_ON_DEMAND_CONCURRENCY", "16")
     stack = LocalStack(StackConfig(engine=args.engine))
     console.print(f"[bold]Quarry customization demo[/]: bringing the local stack up ({args.engine} engine)")
     stack.up(say=lambda line: console.print(f"  [dim]·[/] {line}"))
