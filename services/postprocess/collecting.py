@@ -274,11 +274,17 @@ def assemble_results(run: Run, jobs: list[Job], *, objects: SyncObjects, setting
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# Output files are read up to 16 blocks (16 MiB) ahead of the parsing, so the local S3 goes on
+# sending while Arrow parses: 2.2M CSV rows, 4 alternating pairs, 103.4k -> 107.1k rows/s, +8-19 MB.
+_OUTPUT_READ_AHEAD = 16
+
+
 def _source_results(uri: str, chunk: Chunk, *, objects: SyncObjects, family: Family, converse: bool) -> SourceResults:
     """One output file's results on its chunk's rows: read with Arrow, or line by line where only
     that reads it exactly (a torn line, an unexpected shape, Titan embeddings)."""
     rows = chunk.end_row - chunk.first_row
-    found = read_output_blocks(objects.blocks(uri), family, converse, first_row=chunk.first_row, rows=rows)
+    found = read_output_blocks(objects.blocks(uri, ahead=_OUTPUT_READ_AHEAD), family, converse,
+                               first_row=chunk.first_row, rows=rows)
     if found is None:
         found = source_results_of(parse_output_lines(objects.lines(uri), family, converse),
                                   first_row=chunk.first_row, rows=rows)

@@ -124,13 +124,16 @@ class SyncObjects:
         if body is not None:
             yield from _split_lines(body.iter_chunks(_READ_BYTES))
 
-    def blocks(self, uri: str, size: int = _READ_BYTES) -> Iterator[bytes]:
-        """The object's bytes as they arrive, in blocks of up to `size`; nothing if it does not exist."""
+    def blocks(self, uri: str, size: int = _READ_BYTES, *, ahead: int = 0) -> Iterator[bytes]:
+        """The object's bytes as they arrive, in blocks of up to `size`; nothing if it does not exist.
+
+        `ahead` > 0: a thread reads up to that many blocks ahead of the caller, so the GET goes on
+        while the caller works on what it has (a reader that parses what it reads)."""
         body = self._body_or_none(uri)
         if body is None:
             return
         try:
-            yield from body.iter_chunks(size)
+            yield from (_read_ahead(body.iter_chunks(size), ahead) if ahead > 0 else body.iter_chunks(size))
         finally:
             body.close()  # also when the reader stops early: the connection is not reused half-read
 
@@ -286,6 +289,40 @@ def _upload_error(exc: BaseException, uri: str) -> Exception:
 
 class _Aborted(Exception):
     """Raised to the uploader by the pipe when its writer failed, so the upload aborts."""
+
+
+def _read_ahead(blocks: Iterator[bytes], depth: int) -> Iterator[bytes]:
+    """`blocks`, read on a thread of their own up to `depth` ahead of the caller. The thread ends
+    when the blocks do, or soon after the caller stops taking them (not waited for: the caller
+    closes the body, which ends a read in progress)."""
+    pieces: queue.Queue = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def pump() -> None:
+        try:
+            for block in blocks:
+                while not stopped.is_set():
+                    try:
+                        pieces.put(block, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            pieces.put(_EOF)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            if not stopped.is_set():
+                pieces.put(exc)
+
+    thread = threading.Thread(target=pump, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (piece := pieces.get()) is not _EOF:
+            if isinstance(piece, BaseException):
+                raise piece
+            yield piece
+    finally:
+        stopped.set()  # a pump waiting to put sees it within 0.1 s; one reading ends with the body
 
 
 _EOF = object()

@@ -1,0 +1,69 @@
+"""An object read a few blocks ahead of its reader (SyncObjects.blocks(ahead=...)): the same bytes,
+errors in the reader's thread, and no thread left behind when the reader stops early."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from shared.adapters.aws import client_config
+from shared.adapters.objects import SyncObjects, _read_ahead
+from shared.settings import Settings
+
+
+@pytest.fixture
+def objects(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", config=client_config(Settings(region="us-east-1")))
+        client.create_bucket(Bucket="work")
+        yield SyncObjects(client)
+
+
+def read_ahead_threads() -> int:
+    return sum(thread.name == "read-ahead" for thread in threading.enumerate())
+
+
+def test_an_object_read_ahead_gives_the_same_bytes_in_order_and_nothing_when_missing(objects):
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    objects.put("s3://work/out.jsonl", data)
+
+    blocks = list(objects.blocks("s3://work/out.jsonl", size=64 * 1024, ahead=4))
+
+    assert b"".join(blocks) == data and len(blocks) > 4
+    assert list(objects.blocks("s3://work/missing.jsonl", ahead=4)) == []
+
+
+def test_a_reader_that_stops_early_leaves_no_thread_reading(objects):
+    objects.put("s3://work/out.jsonl", os.urandom(4 * 1024 * 1024))
+    before = read_ahead_threads()
+
+    blocks = objects.blocks("s3://work/out.jsonl", size=16 * 1024, ahead=2)
+    next(blocks)
+    time.sleep(0.05)  # the pump fills its two places and waits
+    blocks.close()
+
+    for _ in range(50):
+        if read_ahead_threads() == before:
+            break
+        time.sleep(0.02)
+    assert read_ahead_threads() == before
+
+
+def test_an_error_while_reading_ahead_is_raised_to_the_reader_after_the_blocks_before_it():
+    def failing():
+        yield b"one"
+        yield b"two"
+        raise ConnectionError("the connection was reset")
+
+    got = []
+    with pytest.raises(ConnectionError, match="reset"):
+        for block in _read_ahead(failing(), 8):
+            got.append(block)
+    assert got == [b"one", b"two"]
