@@ -26,6 +26,8 @@ GENERATOR = Path(os.environ.get("BENCH_GENERATOR", Path(__file__).resolve().pare
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 TEMPLATE = "Question: {{ source }}\nReasoning: {{ rationale }}"
 TARGET_ROWS_S = 100_000
+# Issue 11's targets against the local S3: preprocess >= 90k rows/s, postprocess >= 100k.
+TARGET_ROWS_S_BY_STEP = {"preprocess": 90_000, "postprocess": 100_000}
 TARGET_RSS_MB = 300
 
 
@@ -149,9 +151,11 @@ def bench_main(cases: dict, bench_one, title: str) -> None:
     print(title)
     print(f"{'step':<11} {'format':<8} {'rows':>10} {'rows/s':>10} {'seconds':>8} {'peak RSS MB':>12}  target")
     for step, fmt, rows, rate, seconds, rss in table:
-        ok = rate >= TARGET_ROWS_S and rss < TARGET_RSS_MB
+        ok = rate >= TARGET_ROWS_S_BY_STEP.get(step, TARGET_ROWS_S) and rss < TARGET_RSS_MB
         print(f"{step:<11} {fmt:<8} {rows:>10,} {rate:>10,.0f} {seconds:>8.1f} {rss:>12.0f}  {'ok' if ok else 'MISSED'}")
-    print(f"(targets: >= {TARGET_ROWS_S:,} rows/s, peak RSS < {TARGET_RSS_MB} MB, flat across sizes)")
+    rates = ", ".join(f"{step} >= {rate:,}" for step, rate in TARGET_ROWS_S_BY_STEP.items()
+                      if any(row[0] == step for row in table))
+    print(f"(targets: {rates or f'>= {TARGET_ROWS_S:,}'} rows/s, peak RSS < {TARGET_RSS_MB} MB, flat across sizes)")
 
 
 def print_row(step, fmt, rows, rate, seconds, rss, note="") -> None:
