@@ -6,24 +6,15 @@ import os
 import threading
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from shared.adapters.aws import client_config
 from shared.adapters.objects import SyncObjects, _read_ahead
-from shared.settings import Settings
 
 
 @pytest.fixture
-def objects(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", config=client_config(Settings(region="us-east-1")))
-        client.create_bucket(Bucket="work")
-        yield SyncObjects(client)
+def objects(s3_client):
+    s3_client.create_bucket(Bucket="work")
+    return SyncObjects(s3_client)
 
 
 def read_ahead_threads() -> int:

@@ -1,13 +1,9 @@
 """A result written straight to S3: the object appears whole, or not at all."""
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from shared.adapters.aws import client_config
 from shared.adapters.objects import SyncObjects
-from shared.settings import Settings
 
 BUCKET = "results"
 URI = f"s3://{BUCKET}/runs/r1/results.csv"
@@ -15,15 +11,9 @@ PART = 8 * 1024 * 1024  # boto3's multipart threshold and part size
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        # The workers' client settings (shared/adapters/aws.py), checksums included.
-        client = boto3.client("s3", config=client_config(Settings(region="us-east-1")))
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(s3_client):
+    s3_client.create_bucket(Bucket=BUCKET)
+    return s3_client
 
 
 def stored(s3) -> bytes | None:

@@ -44,14 +44,19 @@ async def until(predicate, timeout=5.0):
     raise AssertionError("timed out")
 
 
+async def behind_a_busy_engine(coalescer, engine, bodies: str):
+    """The first body's call in the (held) engine, then a call for each of the others, queued."""
+    first = asyncio.ensure_future(coalescer.call("m", engine, bodies[0]))
+    await until(lambda: len(engine.batches) == 1)  # started at once: not waiting for company
+    rest = [asyncio.ensure_future(coalescer.call("m", engine, body)) for body in bodies[1:]]
+    await asyncio.sleep(0.05)
+    return first, rest
+
+
 def test_calls_that_arrive_while_the_engine_is_busy_are_answered_by_one_engine_call(executor):
     async def scenario():
         engine = Engine(hold_first=True)
-        coalescer = Coalescer(executor, max_batch=16)
-        first = asyncio.ensure_future(coalescer.call("m", engine, "a"))
-        await until(lambda: len(engine.batches) == 1)
-        rest = [asyncio.ensure_future(coalescer.call("m", engine, body)) for body in "bcde"]
-        await asyncio.sleep(0.05)
+        first, rest = await behind_a_busy_engine(Coalescer(executor, max_batch=16), engine, "abcde")
         engine.release.set()
         return engine, await first, await asyncio.gather(*rest)
 
@@ -64,11 +69,7 @@ def test_calls_that_arrive_while_the_engine_is_busy_are_answered_by_one_engine_c
 def test_a_lone_call_starts_at_once_and_batches_never_exceed_the_limit(executor):
     async def scenario():
         engine = Engine(hold_first=True)
-        coalescer = Coalescer(executor, max_batch=3)
-        first = asyncio.ensure_future(coalescer.call("m", engine, "a"))
-        await until(lambda: len(engine.batches) == 1)  # not waiting for company
-        rest = [asyncio.ensure_future(coalescer.call("m", engine, body)) for body in "bcdefgh"]
-        await asyncio.sleep(0.05)
+        first, rest = await behind_a_busy_engine(Coalescer(executor, max_batch=3), engine, "abcdefgh")
         engine.release.set()
         return engine, [await first, *await asyncio.gather(*rest)]
 
@@ -100,10 +101,7 @@ def test_an_engine_failure_fails_its_batch_only_and_the_line_keeps_moving(execut
     async def scenario():
         engine = Engine(hold_first=True, fail_on="c")
         coalescer = Coalescer(executor, max_batch=2)
-        first = asyncio.ensure_future(coalescer.call("m", engine, "a"))
-        await until(lambda: len(engine.batches) == 1)
-        rest = [asyncio.ensure_future(coalescer.call("m", engine, body)) for body in "bcd"]
-        await asyncio.sleep(0.05)
+        first, rest = await behind_a_busy_engine(coalescer, engine, "abcd")
         engine.release.set()
         answers = await asyncio.gather(first, *rest, return_exceptions=True)
         later = await coalescer.call("m", engine, "e")  # the key is free again
