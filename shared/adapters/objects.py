@@ -298,21 +298,24 @@ def _read_ahead(blocks: Iterator[bytes], depth: int) -> Iterator[bytes]:
     pieces: queue.Queue = queue.Queue(depth)
     stopped = threading.Event()
 
+    def offer(item: object) -> bool:
+        """Queue `item` unless the caller stopped (checked every 0.1 s while the queue is full)."""
+        while not stopped.is_set():
+            try:
+                pieces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump() -> None:
         try:
             for block in blocks:
-                while not stopped.is_set():
-                    try:
-                        pieces.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stopped.is_set():
+                if not offer(block):
                     return
-            pieces.put(_EOF)
+            offer(_EOF)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
-            if not stopped.is_set():
-                pieces.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=pump, name="read-ahead", daemon=True)
     thread.start()

@@ -58,3 +58,17 @@ def test_an_error_while_reading_ahead_is_raised_to_the_reader_after_the_blocks_b
         for block in _read_ahead(failing(), 8):
             got.append(block)
     assert got == [b"one", b"two"]
+
+
+def test_a_reader_that_stops_with_the_last_block_unread_leaves_no_thread_waiting_to_say_the_end():
+    before = read_ahead_threads()
+    blocks = _read_ahead(iter([b"first", b"last"]), 1)
+    assert next(blocks) == b"first"
+    time.sleep(0.05)  # "last" fills the one place; the pump waits to queue the end
+    blocks.close()
+
+    for _ in range(50):
+        if read_ahead_threads() == before:
+            break
+        time.sleep(0.02)
+    assert read_ahead_threads() == before
