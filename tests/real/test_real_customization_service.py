@@ -74,7 +74,8 @@ def real_service(tmp_path_factory):
 
 def titan_summaries(runtime, model_id: str, rows: list[dict]) -> list[str]:
     """Greedy summaries of the rows by `model_id`, one InvokeModel a row in Titan's shape, CALLERS
-    at a time: the service generates concurrent calls together (ten times faster than in turn)."""
+    at a time: the service generates concurrent calls together (104 s for the 80, two model loads
+    included, against about 250 s one call at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(row: dict) -> str:
