@@ -35,7 +35,7 @@ def paired_bootstrap_interval(custom: list[float], base: list[float]) -> tuple[f
 TITAN_LITE = "amazon.titan-text-lite-v1"  # Titan takes a batch size of 4; Llama's is fixed at 1
 ROLE = "arn:aws:iam::123456789012:role/QuarryBedrockCustomization"
 SERVICE_HELD_OUT_ROWS = 40  # one InvokeModel a row (Titan's shape), for custom and base alike
-CALLERS = 20  # concurrent InvokeModel calls, as Quarry's on-demand path sends them
+CALLERS = SERVICE_HELD_OUT_ROWS  # concurrent InvokeModel calls, as Quarry's on-demand path sends them
 
 
 def wait_until(read, done, *, timeout: float, what: str) -> dict:
@@ -60,7 +60,9 @@ def real_service(tmp_path_factory):
     moto = start_moto(logs)
     bedrock = start_local_bedrock(logs, aws_endpoint=moto.url, args=("--engine", "real"), timeout=120,
                                   env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                       "LOCAL_BEDROCK_DELAY_PROVISIONING": "1"})
+                                       "LOCAL_BEDROCK_DELAY_PROVISIONING": "1",
+                                       # every waiting call in one engine call, sorted by length there
+                                       "LOCAL_BEDROCK_BATCH_SIZE": str(SERVICE_HELD_OUT_ROWS)})
     # One attempt per call: a retried InvokeModel after a slow first load would only queue again.
     config = Config(read_timeout=600, retries={"total_max_attempts": 1})
     credentials = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -74,7 +76,7 @@ def real_service(tmp_path_factory):
 
 def titan_summaries(runtime, model_id: str, rows: list[dict]) -> list[str]:
     """Greedy summaries of the rows by `model_id`, one InvokeModel a row in Titan's shape, CALLERS
-    at a time: the service generates concurrent calls together (104 s for the 80, two model loads
+    at a time: the service generates concurrent calls together (85 s for the 80, two model loads
     included, against about 250 s one call at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
