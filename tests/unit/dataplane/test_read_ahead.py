@@ -21,6 +21,14 @@ def read_ahead_threads() -> int:
     return sum(thread.name == "read-ahead" for thread in threading.enumerate())
 
 
+def assert_no_thread_left(before: int) -> None:
+    """The read-ahead threads are back to `before` within a second (a pump checks every 0.1 s)."""
+    deadline = time.monotonic() + 1.0
+    while read_ahead_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert read_ahead_threads() == before
+
+
 def test_an_object_read_ahead_gives_the_same_bytes_in_order_and_nothing_when_missing(objects):
     data = os.urandom(5 * 1024 * 1024 + 123)
     objects.put("s3://work/out.jsonl", data)
@@ -40,11 +48,7 @@ def test_a_reader_that_stops_early_leaves_no_thread_reading(objects):
     time.sleep(0.05)  # the pump fills its two places and waits
     blocks.close()
 
-    for _ in range(50):
-        if read_ahead_threads() == before:
-            break
-        time.sleep(0.02)
-    assert read_ahead_threads() == before
+    assert_no_thread_left(before)
 
 
 def test_an_error_while_reading_ahead_is_raised_to_the_reader_after_the_blocks_before_it():
@@ -67,8 +71,4 @@ def test_a_reader_that_stops_with_the_last_block_unread_leaves_no_thread_waiting
     time.sleep(0.05)  # "last" fills the one place; the pump waits to queue the end
     blocks.close()
 
-    for _ in range(50):
-        if read_ahead_threads() == before:
-            break
-        time.sleep(0.02)
-    assert read_ahead_threads() == before
+    assert_no_thread_left(before)
