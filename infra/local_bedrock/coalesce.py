@@ -10,6 +10,7 @@ once: nothing waits for company, so a sequential caller's latency is unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
@@ -25,24 +26,23 @@ class Coalescer(Generic[T]):
         self._executor = executor
         self._max_batch = max(1, max_batch)
         self._waiting: dict[Hashable, list[tuple[Any, asyncio.Future]]] = {}
-        self._draining: set[Hashable] = set()
+        self._drains: dict[Hashable, asyncio.Task] = {}  # held: the loop keeps only weak references
 
     async def call(self, key: Hashable, run: RunBatch, body: Any) -> T:
         """`run([body, ...])[i]` for this body, computed with whatever else waits under `key`.
 
-        `run` must answer every body (a failed one with its error as its result): an exception
-        from `run` itself fails every call of that batch."""
+        `run` must answer every body (a failed one with its error as its result). If `run` raises
+        on a batch of several, each body is run again alone, so the error reaches only the calls
+        whose own body raises it: one caller's input never fails another's."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append((body, future))
-        if key not in self._draining:
-            self._draining.add(key)
-            asyncio.create_task(self._drain(key, run))
+        if key not in self._drains:
+            self._drains[key] = asyncio.create_task(self._drain(key, run))
         return await future
 
     async def _drain(self, key: Hashable, run: RunBatch) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            # No await between finding the line empty and leaving `_draining`: a call that comes
+            # No await between finding the line empty and leaving `_drains`: a call that comes
             # later starts a drain of its own.
             while waiting := self._waiting.pop(key, None):
                 batch, rest = waiting[: self._max_batch], waiting[self._max_batch :]
@@ -52,20 +52,27 @@ class Coalescer(Generic[T]):
                 if not batch:
                     continue
                 try:
-                    results = await loop.run_in_executor(self._executor, run, [body for body, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                if len(results) != len(batch):
-                    error = RuntimeError(f"a batch of {len(batch)} bodies got {len(results)} answers")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(batch, results):
-                    if not future.done():  # a caller that went away (its request cancelled)
-                        future.set_result(result)
+                    await self._answer(run, batch)
+                except Exception:  # noqa: BLE001 - a lone call has its error; a batch is run again
+                    for one in batch if len(batch) > 1 else ():
+                        if not one[1].done():
+                            with contextlib.suppress(Exception):  # handed to that caller by _answer
+                                await self._answer(run, [one])
         finally:
-            self._draining.discard(key)
+            self._drains.pop(key, None)
+
+    async def _answer(self, run: RunBatch, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        """Run the batch and settle its calls; an exception from `run` settles them only if the
+        batch is a single call (and is raised either way)."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, run, [body for body, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} bodies got {len(results)} answers")
+        except Exception as exc:
+            if len(batch) == 1 and not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            raise
+        for (_, future), result in zip(batch, results):
+            if not future.done():  # a caller that went away (its request cancelled)
+                future.set_result(result)

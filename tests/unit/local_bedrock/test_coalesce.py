@@ -97,7 +97,7 @@ def test_different_keys_never_share_a_batch(executor):
     assert engine.batches == [["a"], ["b"]] and other.batches == [["x"]]
 
 
-def test_an_engine_failure_fails_its_batch_only_and_the_line_keeps_moving(executor):
+def test_an_engine_failure_reaches_only_the_call_whose_body_raised_it_and_the_line_keeps_moving(executor):
     async def scenario():
         engine = Engine(hold_first=True, fail_on="c")
         coalescer = Coalescer(executor, max_batch=2)
@@ -105,12 +105,25 @@ def test_an_engine_failure_fails_its_batch_only_and_the_line_keeps_moving(execut
         engine.release.set()
         answers = await asyncio.gather(first, *rest, return_exceptions=True)
         later = await coalescer.call("m", engine, "e")  # the key is free again
-        return answers, later
+        return engine, answers, later
 
-    answers, later = asyncio.run(scenario())
+    engine, answers, later = asyncio.run(scenario())
 
-    assert answers[0] == "A" and answers[3] == "D" and later == "E"
-    assert all(isinstance(a, RuntimeError) and "engine failed on c" in str(a) for a in answers[1:3])
+    assert answers[0] == "A" and answers[1] == "B" and answers[3] == "D" and later == "E"
+    assert isinstance(answers[2], RuntimeError) and "engine failed on c" in str(answers[2])
+    # the failed batch is run again one body at a time; c's next batch-mate was not held up by it
+    assert engine.batches == [["a"], ["b", "c"], ["b"], ["c"], ["d"], ["e"]]
+
+
+def test_a_lone_call_that_fails_is_run_once(executor):
+    async def scenario():
+        engine = Engine(fail_on="x")
+        coalescer = Coalescer(executor, max_batch=4)
+        with pytest.raises(RuntimeError, match="engine failed on x"):
+            await coalescer.call("m", engine, "x")
+        return engine
+
+    assert asyncio.run(scenario()).batches == [["x"]]
 
 
 def test_a_caller_that_went_away_is_not_generated_for_and_breaks_nothing(executor):
