@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -157,9 +159,6 @@ def test_get_an_unknown_foundation_model_is_not_found(bedrock):
 
 def test_concurrent_calls_each_get_their_own_answer_and_a_bad_body_fails_alone(bedrock_server):
     """Concurrent calls of one model are generated together (coalesce.py): answers must not cross."""
-    import boto3
-    from concurrent.futures import ThreadPoolExecutor
-
     client = boto3.client("bedrock-runtime", endpoint_url=bedrock_server.url)
     cities = [f"City{i:02d}" for i in range(24)]
 

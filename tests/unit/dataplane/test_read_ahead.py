@@ -66,9 +66,16 @@ def test_an_error_while_reading_ahead_is_raised_to_the_reader_after_the_blocks_b
 
 def test_a_reader_that_stops_with_the_last_block_unread_leaves_no_thread_waiting_to_say_the_end():
     before = read_ahead_threads()
-    blocks = _read_ahead(iter([b"first", b"last"]), 1)
+    all_read = threading.Event()
+
+    def source():
+        yield b"first"
+        yield b"last"
+        all_read.set()  # the pump asks past "last" only once "last" is queued: it goes on to the end
+
+    blocks = _read_ahead(source(), 1)
     assert next(blocks) == b"first"
-    time.sleep(0.05)  # "last" fills the one place; the pump waits to queue the end
+    assert all_read.wait(5)  # "last" fills the one place; the pump now waits to queue the end
     blocks.close()
 
     assert_no_thread_left(before)
