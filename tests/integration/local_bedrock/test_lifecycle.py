@@ -84,16 +84,19 @@ def test_record_counts_advance_while_in_progress(paced, s3, buckets):
 
 
 def test_a_stopped_job_goes_through_stopping_and_keeps_what_it_processed(paced, driver, s3, buckets, job_events_queue):
-    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(150)))
+    # 400 records (the most a test file holds) run for 4 s, so the stop lands mid-job even on a loaded
+    # machine (150 records gave it 1.5 s, and a CI run saw the job complete first); its 168 h are 8.4 s.
+    uri = put_input(s3, buckets[0], "p/input.jsonl", jsonl(claude_record(i) for i in range(400)))
     arn = create_job(paced, input_uri=uri, output_bucket=buckets[1], timeoutDurationInHours=168)
-    wait_for(paced, arn, {"InProgress"})
+    while not (job := wait_for(paced, arn, {"InProgress"}))["processedRecordCount"]:
+        time.sleep(0.02)
 
     paced.stop_model_invocation_job(jobIdentifier=arn)
     job = wait_for(paced, arn)
     events = received_events(driver.client("sqs"), job_events_queue, arn, until="Stopped")
 
     assert [e["detail"]["status"] for e in events][-3:] == ["InProgress", "Stopping", "Stopped"]
-    assert job["status"] == "Stopped" and 0 < job["processedRecordCount"] < 150
+    assert job["status"] == "Stopped" and 0 < job["processedRecordCount"] < 400
     assert len(read_output(s3, buckets[1], arn, "input.jsonl")) == job["processedRecordCount"]
     assert read_manifest(s3, buckets[1], arn)["processedRecordCount"] == job["processedRecordCount"]
 
