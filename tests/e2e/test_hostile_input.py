@@ -245,11 +245,12 @@ def test_submit_follow_of_a_failing_file_exits_non_zero_and_results_says_why(sta
 
 
 def test_a_run_cancelled_before_its_input_was_staged_ends_cancelled(stack, aws):
-    # About 0.35 s a row in the sandbox on idle cores (0.07 s was too little: 30 such rows were staged,
-    # answered and being written before the cancel was read), well under the 2 s row limit when the
-    # cores are busy; 100 rows keep the run PREPARING for tens of seconds, long enough to cancel.
-    slow = "{% for i in range(100) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ question }}"
-    uri = drop(aws, f"incoming/qa/{unique('slow.csv')}", b"question\n" + b"".join(b"q %d\n" % i for i in range(100)),
+    # About 0.07 s a row in the sandbox on idle cores, so 500 rows keep the run PREPARING for tens of
+    # seconds, long enough to cancel (30 such rows were staged, answered and being written before the
+    # cancel was read). Rows of 0.35 s took 1.4-2.5 s on loaded cores, over the 2 s row limit, which
+    # fails the run if it comes before the cancel.
+    slow = "{% for i in range(20) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ question }}"
+    uri = drop(aws, f"incoming/qa/{unique('slow.csv')}", b"question\n" + b"".join(b"q %d\n" % i for i in range(500)),
                sidecar={"template": slow})
     preparing = wait_until(lambda: (r := run_for(uri)) is not None and r.status == "PREPARING" and r,
                            what="the run preparing")
