@@ -68,7 +68,7 @@ def wait_job(bedrock, arn: str, statuses: set[str] = TERMINAL, timeout: float = 
         time.sleep(0.05)
 
 
-def wait_stage(bedrock, arn: str, stage: str, timeout: float = 10) -> dict[str, Any]:
+def wait_stage(bedrock, arn: str, stage: str, timeout: float = 30) -> dict[str, Any]:
     """The job once the sub-status `stage` is InProgress."""
     deadline = time.monotonic() + timeout
     while True:
@@ -129,17 +129,20 @@ def test_a_fine_tuning_job_completes_with_a_custom_model_metrics_and_every_sub_s
     assert job["trainingMetrics"]["trainingLoss"] == pytest.approx(float(rows[-1]["training_loss"]))
 
 
-def test_a_new_job_is_in_progress_validating_with_later_stages_not_started(bedrock, buckets, train_uri):
-    arn = create(bedrock, buckets, train_uri=train_uri)
+def test_a_new_job_is_in_progress_validating_with_later_stages_not_started(paced, buckets, train_uri):
+    # The paced service (below): on the fast one the whole job takes about 0.15 s, and a loaded run
+    # once saw it end before this GetModelCustomizationJob was answered.
+    arn = create(paced, buckets, train_uri=train_uri)
 
-    job = bedrock.get_model_customization_job(jobIdentifier=arn)
+    job = paced.get_model_customization_job(jobIdentifier=arn)
 
     assert job["status"] == "InProgress"
     details = job["statusDetails"]
     assert details["validationDetails"]["status"] in {"InProgress", "Completed"}
     assert details["trainingDetails"]["status"] in {"NotStarted", "InProgress"}
     assert "outputModelArn" not in job
-    wait_job(bedrock, arn)
+    paced.stop_model_customization_job(jobIdentifier=arn)
+    wait_job(paced, arn)
 
 
 def test_validation_data_gives_validation_metrics_and_their_csv(bedrock, s3, buckets, train_uri):
@@ -482,14 +485,15 @@ def test_throttled_creates_are_refused_until_the_fault_is_spent(bedrock, bedrock
 # --- stopping ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def paced_server(moto, logs_dir, tmp_path_factory):
-    """A service whose first two sub-statuses take two seconds each and whose steps take 50 ms, so a
-    stop lands in the stage a test chooses (one second was missed once by a CI run's polling under
-    load: no GetModelCustomizationJob answered while data processing was InProgress)."""
+    """A service whose first two sub-statuses take four seconds each and whose steps take 50 ms, so a
+    stop lands in the stage a test chooses. One second was missed once by a CI run's polling under
+    load (no GetModelCustomizationJob answered while data processing was InProgress); with two, a
+    loaded machine saw a poll take 1.4 s and then the stop 0.3 s, 1.7 s of the stage's 2."""
     server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
         **TEST_LIMITS,
         "LOCAL_BEDROCK_HOME": str(tmp_path_factory.mktemp("paced-home")),
-        "LOCAL_BEDROCK_CUSTOMIZATION_VALIDATION_SECONDS": "2",
-        "LOCAL_BEDROCK_CUSTOMIZATION_DATA_PROCESSING_SECONDS": "2",
+        "LOCAL_BEDROCK_CUSTOMIZATION_VALIDATION_SECONDS": "4",
+        "LOCAL_BEDROCK_CUSTOMIZATION_DATA_PROCESSING_SECONDS": "4",
         "LOCAL_BEDROCK_CUSTOMIZATION_SECONDS_PER_STEP": "0.05",
     })
     yield server
