@@ -43,12 +43,21 @@ def run_prepare(stream, tmp_path, *, batch_rows: int):
 
 def test_given_a_slow_encoder_when_a_csv_is_prepared_then_the_reader_stays_within_the_bound(tmp_path, monkeypatch):
     # Given 24 MB of 1,000-byte rows, batches of 1,000 rows, a 2 MiB bound and an encoder that
-    # dawdles (pyarrow's reader alone would read up to 32 MiB, all of it, ahead)
+    # dawdles (pyarrow's reader alone would read up to 32 MiB, all of it, ahead), with the reader's
+    # fallback for a hold that stalls prepare made longer than the test may take (on a loaded machine
+    # it could otherwise let the reader past the bound)
     monkeypatch.setattr(prepare_module, "_READ_AHEAD_BYTES", 2 << 20)
+    monkeypatch.setattr(prepare_module._ReadAhead, "_STALL_S", 60.0)
     row_bytes, rows = 1_000, 24_000
     stream = CountingStream(fixed_rows(rows, row_bytes))
     ahead: list[int] = []
     make_encoder = prepare_module._encoder_for
+    readers = []
+
+    class Watched(prepare_module._ReadAhead):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            readers.append(self)
 
     def slow_encoder(*args, **kwargs):
         encoder = make_encoder(*args, **kwargs)
@@ -57,7 +66,11 @@ def test_given_a_slow_encoder_when_a_csv_is_prepared_then_the_reader_stays_withi
             vectorized = encoder.vectorized
 
             def __call__(self, batch, first_row):
-                ahead.append(stream.read_bytes - len(HEADER) - (first_row + batch.num_rows) * row_bytes)
+                # Measured from the rows prepare has taken, which the bound is about: encoding runs on
+                # a pool, and on a loaded machine the batch encoded here was up to two behind them.
+                with readers[0]._changed:
+                    taken, read = readers[0]._taken_rows, stream.read_bytes
+                ahead.append(read - len(HEADER) - taken * row_bytes)
                 time.sleep(0.01)
                 return encoder(batch, first_row)
 
@@ -65,11 +78,12 @@ def test_given_a_slow_encoder_when_a_csv_is_prepared_then_the_reader_stays_withi
                 encoder.close()
         return Slow()
 
+    monkeypatch.setattr(prepare_module, "_ReadAhead", Watched)
     monkeypatch.setattr(prepare_module, "_encoder_for", slow_encoder)
     # When it is prepared
     prepared = run_prepare(stream, tmp_path, batch_rows=1_000)
-    # Then every row is there, and no batch found the reader more than the bound, a batch and
-    # two 1 MiB blocks past it
+    # Then every row is there, and the reader was never more than the bound, a batch and two 1 MiB
+    # blocks past the last row taken
     assert prepared.total_rows == rows
     assert len(ahead) >= rows // 2_000
     assert max(ahead) <= (2 << 20) + 1_000 * row_bytes + (2 << 20)
