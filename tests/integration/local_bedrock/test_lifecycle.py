@@ -50,16 +50,21 @@ def test_a_failed_job_event_carries_its_failure_message(bedrock, driver, buckets
 
 
 # --- a paced service: records take time, hours are short --------------------------------------------
-@pytest.fixture(scope="module")
-def paced_server(moto, logs_dir):
-    """One job at a time, 10 ms a record, and an 'hour' of 50 ms (so 24 h is 1.2 s)."""
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
+def start_paced(moto, logs_dir, seconds_per_hour: float, **env: str):
+    """A service taking 10 ms a record, in batches of 5, whose 'hour' lasts `seconds_per_hour`."""
+    return start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
         **TEST_LIMITS,
         "LOCAL_BEDROCK_DELAY_PER_RECORD": "0.01",
         "LOCAL_BEDROCK_BATCH_SIZE": "5",
-        "LOCAL_BEDROCK_RUNNING_JOBS": "1",
-        "LOCAL_BEDROCK_DELAY_SECONDS_PER_HOUR": "0.05",
+        "LOCAL_BEDROCK_DELAY_SECONDS_PER_HOUR": str(seconds_per_hour),
+        **env,
     })
+
+
+@pytest.fixture(scope="module")
+def paced_server(moto, logs_dir):
+    """One job at a time, 10 ms a record, and an 'hour' of 50 ms (so 24 h is 1.2 s)."""
+    server = start_paced(moto, logs_dir, 0.05, LOCAL_BEDROCK_RUNNING_JOBS="1")
     yield server
     server.stop()
 
@@ -106,12 +111,7 @@ def test_a_stopped_job_goes_through_stopping_and_keeps_what_it_processed(paced, 
 @pytest.fixture(scope="module")
 def long_hour_server(moto, logs_dir):
     """10 ms a record and an 'hour' of 150 ms: 24 h is 3.6 s, less than 400 records take (4 s)."""
-    server = start_local_bedrock(logs_dir, aws_endpoint=moto.url, env={
-        **TEST_LIMITS,
-        "LOCAL_BEDROCK_DELAY_PER_RECORD": "0.01",
-        "LOCAL_BEDROCK_BATCH_SIZE": "5",
-        "LOCAL_BEDROCK_DELAY_SECONDS_PER_HOUR": "0.15",
-    })
+    server = start_paced(moto, logs_dir, 0.15)
     yield server
     server.stop()
 
