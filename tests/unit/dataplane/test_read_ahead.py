@@ -45,7 +45,24 @@ def test_a_reader_that_stops_early_leaves_no_thread_reading(objects):
 
     blocks = objects.blocks("s3://work/out.jsonl", size=16 * 1024, ahead=2)
     next(blocks)
-    time.sleep(0.05)  # the pump fills its two places and waits
+    blocks.close()  # the pump is reading the body or waiting for a place: either way it ends
+
+    assert_no_thread_left(before)
+
+
+def test_a_reader_that_stops_while_the_pump_waits_for_a_place_leaves_no_thread_waiting():
+    before = read_ahead_threads()
+    waiting = threading.Event()
+
+    def source():
+        for n in range(1_000):
+            if n == 3:
+                waiting.set()  # one block taken, two queued: the pump now waits to queue this one
+            yield b"block %d" % n
+
+    blocks = _read_ahead(source(), 2)
+    assert next(blocks) == b"block 0"
+    assert waiting.wait(5)
     blocks.close()
 
     assert_no_thread_left(before)
